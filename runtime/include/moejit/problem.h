@@ -1,0 +1,110 @@
+// A grouped GEMM of a layer, reduced to the generic shape every kernel
+// computes. This is the contract between the spec, the compiler and the
+// runtime; docs/kernel-abi.md describes the kernel parameters.
+#pragma once
+
+#include "moejit/spec.h"
+
+#include <array>
+#include <cstdint>
+#include <string>
+
+namespace moejit {
+
+// Which GEMM dimension varies per expert at run time.
+//   M: rows grouped by expert (offsets over rows); N and K fixed.
+//   K: the reduction grouped by expert (weight gradients); M and N fixed.
+enum class Varlen { M, K };
+
+enum class Epilogue {
+  Store,       // C = acc (converted to the dtype)
+  ActForward,  // C = H = acc; aux_out = act(H) (n columns)
+  ScaleRows,   // C = scale[row] * acc
+  DActivation, // dA = acc; aux_in = H; C = dH = dact(H, scale[row] * dA);
+               // aux_out[row] += sum_j dA[row, j] * act(H)[row, j]  (f32)
+};
+
+// For every family: C[M x N] (+)= A[M x K] * B[K x N] per expert.
+struct GemmProblem {
+  GemmKind kind = GemmKind::UpProj;
+  DType dtype = DType::BF16;
+  Varlen varlen = Varlen::M;
+  int experts = 0;
+  // The fixed sizes; the varlen dimension is 0 here.
+  int64_t m = 0, n = 0, k = 0;
+  // Storage of A: true = [M][K] (K contiguous), false = [K][M].
+  bool aKContiguous = true;
+  // Storage of B per expert: true = [N][K] (K contiguous), false = [K][N].
+  // Varlen-M: B has one matrix per expert, E of them back to back.
+  // Varlen-K: B is a grouped-rows activation like A.
+  bool bKContiguous = false;
+  // Rows of the varlen dimension read through gather[row] (token index).
+  bool gatherA = false, gatherB = false;
+  // Varlen-K only: rows of B (the reduction) scaled by scale[row].
+  bool scaleBRows = false;
+  Epilogue epilogue = Epilogue::Store;
+  Activation activation = Activation::None;
+  GateUpLayout gateUp = GateUpLayout::Concatenated;
+  // Leading dimension (elements) of C; for ActForward/DActivation C has
+  // cColumns = upColumns while the GEMM's N is n (DActivation) or upColumns.
+  int64_t cColumns = 0;
+  int64_t auxColumns = 0; // columns of aux_in / aux_out matrices (0: none)
+  Schedule schedule;
+  std::string kernelName; // the PTX entry symbol
+};
+
+GemmProblem makeGemmProblem(const LayerSpec &layer, const GemmSpec &gemm);
+
+// The launch of a problem for a given total row count (sum over experts).
+struct LaunchShape {
+  std::array<unsigned, 3> grid{1, 1, 1};
+  std::array<unsigned, 3> block{1, 1, 1};
+  unsigned sharedBytes = 0;
+};
+
+// Code path of a kernel. Portable: mma.sync + cp.async, sm_80 and newer.
+// Hopper: TMA + wgmma (not implemented yet; never selected).
+enum class KernelPath { Portable, Hopper };
+KernelPath selectKernelPath(const GemmProblem &problem, const Target &target);
+
+// Warps of the portable path along M and N of the tile; each warp computes a
+// (tile.m / m) x (tile.n / n) block of the output tile.
+struct WarpLayout {
+  int m = 1, n = 1;
+};
+WarpLayout portableWarpLayout(const Schedule &schedule);
+
+// Shared-memory tiles of the portable path, per pipeline stage: A and B are
+// each an [outer][inner + padding] array whose inner dimension is the
+// operand's contiguous one in global memory. The padding (8 elements) keeps
+// the 16-byte cp.async chunks aligned and spreads ldmatrix rows over banks.
+struct PortableTileLayout {
+  int64_t aOuter = 0, aInner = 0; // inner includes the padding
+  int64_t bOuter = 0, bInner = 0;
+  int64_t stageElements() const { return aOuter * aInner + bOuter * bInner; }
+};
+PortableTileLayout portableTileLayout(const TileShape &tile, Varlen varlen,
+                                      bool bKContiguous);
+
+// Threads per block of the portable path (mma.sync) for a schedule.
+int portableThreads(const Schedule &schedule);
+// Dynamic shared memory the pipeline needs.
+int64_t pipelineSharedBytes(const GemmProblem &problem);
+LaunchShape launchShape(const GemmProblem &problem, int64_t totalRows,
+                        const Target &target);
+
+// Kernel parameter slots, in order (docs/kernel-abi.md).
+enum class KernelArg : int {
+  A = 0,
+  B,
+  C,
+  AuxIn,
+  AuxOut,
+  Offsets,
+  Gather,
+  Scale,
+  TotalRows,
+  Count
+};
+
+} // namespace moejit

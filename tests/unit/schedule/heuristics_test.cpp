@@ -1,0 +1,84 @@
+#include "moejit/dsl.h"
+#include "moejit/problem.h"
+#include "tests/unit/schedule/test_layers.h"
+
+#include <gtest/gtest.h>
+
+namespace moejit {
+namespace {
+
+using testing::deepseekV3;
+using testing::makeLayer;
+using testing::qwen3;
+using testing::sonic7b;
+
+TEST(DefaultSchedule, IsDeterministic) {
+  const Target target = Target::fromArch("sm_90a");
+  for (GemmKind kind : kAllGemmKinds)
+    EXPECT_EQ(defaultSchedule(qwen3(), kind, target), defaultSchedule(qwen3(), kind, target));
+}
+
+TEST(DefaultSchedule, TilesAreLegalForEveryTarget) {
+  for (const char *arch : {"sm_80", "sm_86", "sm_89", "sm_90a"}) {
+    const Target target = Target::fromArch(arch);
+    for (const LayerSpec &layer : {qwen3(), sonic7b(), deepseekV3()}) {
+      for (GemmKind kind : kAllGemmKinds) {
+        const Schedule s = defaultSchedule(layer, kind, target);
+        SCOPED_TRACE(std::string(arch) + " " + layer.name + " " +
+                     std::string(toString(kind)));
+        EXPECT_EQ(s.tile.m % (target.hasWgmma() ? 64 : 16), 0);
+        EXPECT_EQ(s.tile.n % 8, 0);
+        EXPECT_LE(s.tile.n, 256);
+        EXPECT_EQ(s.tile.k % 16, 0);
+        EXPECT_GE(s.stages, 2);
+        const GemmProblem p = makeGemmProblem(layer, GemmSpec{kind, s});
+        EXPECT_LE(pipelineSharedBytes(p), target.maxSharedBytesPerBlock);
+      }
+    }
+  }
+}
+
+TEST(DefaultSchedule, SmallNGetsANarrowTile) {
+  // n = 48: the dh GEMM's N is n, so the tile shrinks to 48 rounded to 16.
+  const LayerSpec layer = makeLayer("tiny", 64, 48, 4, 2);
+  const Schedule s = defaultSchedule(layer, GemmKind::DH, Target::fromArch("sm_90a"));
+  EXPECT_EQ(s.tile.n, 48);
+  EXPECT_EQ(s.tile.k, 64);
+}
+
+TEST(DefaultSchedule, ShortFixedKGetsK32) {
+  const LayerSpec layer = makeLayer("tiny", 32, 64, 4, 2);
+  // up_proj reduces over d = 32.
+  EXPECT_EQ(defaultSchedule(layer, GemmKind::UpProj, Target::fromArch("sm_80")).tile.k, 32);
+}
+
+TEST(DefaultSchedule, VarlenKWithSmallFixedMShrinksM) {
+  // dw2's M is n = 48: on sm_80 the M tile becomes 48, on sm_90a 64.
+  const LayerSpec layer = makeLayer("tiny", 64, 48, 4, 2);
+  EXPECT_EQ(defaultSchedule(layer, GemmKind::DW2, Target::fromArch("sm_80")).tile.m, 48);
+  EXPECT_EQ(defaultSchedule(layer, GemmKind::DW2, Target::fromArch("sm_90a")).tile.m, 64);
+}
+
+TEST(DefaultSchedule, FewerStagesWhenSharedMemoryIsSmall) {
+  Target small = Target::fromArch("sm_90a");
+  const Schedule roomy = defaultSchedule(qwen3(), GemmKind::UpProj, small);
+  small.maxSharedBytesPerBlock = 48 * 1024;
+  const Schedule tight = defaultSchedule(qwen3(), GemmKind::UpProj, small);
+  EXPECT_LT(tight.stages, roomy.stages);
+}
+
+TEST(ApplyPatch, OverridesOnlyGivenFields) {
+  const Schedule base = defaultSchedule(qwen3(), GemmKind::UpProj, Target::fromArch("sm_90a"));
+  SchedulePatch patch;
+  patch.stages = 2;
+  patch.raster = Raster::AlongN;
+  const Schedule s = applyPatch(base, patch);
+  EXPECT_EQ(s.stages, 2);
+  EXPECT_EQ(s.raster, Raster::AlongN);
+  EXPECT_EQ(s.tile, base.tile);
+  EXPECT_EQ(s.warpgroups, base.warpgroups);
+  EXPECT_EQ(applyPatch(base, SchedulePatch{}), base);
+}
+
+} // namespace
+} // namespace moejit
