@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Copies the binaries a GPU host needs (stripped) from the build folder into
+# .devicebuild/, small enough to travel with .devicekit/ (64 MiB in all).
+# Usage: scripts/device-stage.sh [BUILD_DIR]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+build=${1:-build}
+stage=.devicebuild
+rm -rf "$stage" && mkdir -p "$stage"
+for bin in tools/moejit/moejit tools/moejit-opt/moejit-opt bench/moejit_bench_compile \
+           $(cd "$build" && find tests -maxdepth 3 -type f -perm -u+x -name 'moejit_*tests' -printf '%p\n'); do
+  [ -f "$build/$bin" ] || continue
+  strip -o "$stage/$(basename "$bin")" "$build/$bin"
+done
+du -sh "$stage" .devicekit 2>/dev/null
