@@ -1,0 +1,72 @@
+// PTX -> cubin through the driver's JIT linker, loaded modules, kernel lookup
+// by the name the compiler assigned, and the launch of the kernel ABI
+// (docs/kernel-abi.md).
+#pragma once
+
+#include "moejit/problem.h"
+#include "runtime/src/device.h"
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace moejit {
+
+// Links PTX into a cubin for the device of `gpu` (the driver's default
+// optimisation level). Throws Error with the JIT error log on failure.
+std::vector<char> linkPtxToCubin(const Gpu &gpu, std::string_view ptx);
+
+// A kernel of a loaded Module; valid while the Module lives.
+class Function {
+public:
+  Function(DeviceContextRef context, CUfunction function, std::string name);
+
+  CUfunction handle() const { return function_; }
+  const std::string &name() const { return name_; }
+  const CudaDriver &driver() const { return *context_->driver; }
+  // Raises CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES when `bytes` is
+  // over what the kernel may use now (48 KiB until raised).
+  void reserveDynamicShared(unsigned bytes);
+
+private:
+  DeviceContextRef context_;
+  CUfunction function_ = nullptr;
+  std::string name_;
+  unsigned dynamicSharedLimit_ = 48 * 1024;
+};
+
+class Module {
+public:
+  // From PTX (linked with linkPtxToCubin) or from a cubin image.
+  static Module fromPtx(const Gpu &gpu, std::string_view ptx);
+  static Module fromCubin(const Gpu &gpu, const std::vector<char> &cubin);
+
+  Module(Module &&other) noexcept;
+  Module &operator=(Module &&other) noexcept;
+  ~Module();
+
+  // Throws Error naming the kernel when the module has no such entry.
+  Function function(const std::string &name) const;
+
+private:
+  Module(DeviceContextRef context, CUmodule module)
+      : context_(std::move(context)), module_(module) {}
+  void release() noexcept;
+
+  DeviceContextRef context_;
+  CUmodule module_ = nullptr;
+};
+
+// The nine kernel parameters (KernelArg order); device pointers may be 0.
+struct KernelArgs {
+  CUdeviceptr a = 0, b = 0, c = 0, auxIn = 0, auxOut = 0, offsets = 0, gather = 0, scale = 0;
+  int32_t totalRows = 0;
+};
+
+// Launches `function` with `shape` on `stream`, raising the dynamic shared
+// memory limit when needed. A grid with a zero dimension launches nothing.
+void launchKernel(Function &function, const LaunchShape &shape, const KernelArgs &args,
+                  const Stream &stream);
+
+} // namespace moejit

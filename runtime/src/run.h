@@ -1,0 +1,88 @@
+// `moejit run`: compile the grouped GEMMs of a spec, run them on the GPU on
+// random inputs and a routing, check them against the float64 CPU
+// references and time them.
+#pragma once
+
+#include "moejit/problem.h"
+#include "moejit/spec.h"
+#include "runtime/src/module.h"
+#include "runtime/src/reference.h"
+#include "runtime/src/routing.h"
+
+#include <cstdint>
+#include <iosfwd>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace moejit {
+
+struct RunOptions {
+  std::string file;                // the .moe spec
+  int64_t tokens = 0;              // T
+  std::string routing = "uniform"; // uniform | zipf:S | file:PATH (routing.h)
+  uint64_t seed = 1;               // inputs and routing
+  std::string layer;               // empty: every layer
+  std::string gemm;                // empty: every grouped GEMM of the layer
+  std::string arch;                // empty: MOEJIT_ARCH, else the GPU's, else sm_90a
+  int iters = 20;                  // timed launches (the median is reported); 0: no timing
+  int warmup = 3;                  // untimed launches before them
+  // Reference work per kernel in multiply-accumulates; above it a sample of
+  // output rows is checked (sampleOutputRows in reference.h).
+  int64_t maxReferenceMacs = 2'000'000'000;
+  double tolerance = 1e-2; // relative Frobenius error allowed (bf16/fp16)
+};
+
+// Exit codes of runCommand. Without a GPU the kernels are still compiled and
+// runCommand says it cannot run them and returns kRunOk: the README's first
+// command must succeed on a GPU-less machine.
+inline constexpr int kRunOk = 0;
+inline constexpr int kRunBadInput = 1;    // the spec does not parse or compile
+inline constexpr int kRunUsage = 2;       // bad options, unreadable files, driver errors
+inline constexpr int kRunCheckFailed = 3; // a kernel failed its check
+
+int runCommand(const RunOptions &options, std::ostream &out, std::ostream &err);
+
+// The grouped GEMMs of one layer compiled into one PTX module.
+struct CompiledLayer {
+  std::vector<GemmProblem> problems;
+  std::vector<std::string> kernelNames; // the compiler's, one per problem
+  std::string ptx;
+  double compileMs = 0;
+};
+// Compiles the layer's GEMMs (only `only` when given). Throws Error with the
+// compiler's message.
+CompiledLayer compileLayer(const LayerSpec &layer, const Target &target,
+                           std::optional<GemmKind> only = std::nullopt);
+
+// 2*M*N*K summed over experts: the fixed GEMM sizes times the total rows.
+double gemmFlops(const GemmProblem &problem, int64_t totalRows);
+
+struct GemmRunSettings {
+  uint64_t seed = 1;
+  int iters = 0;
+  int warmup = 0;
+  int64_t maxReferenceMacs = 2'000'000'000;
+  double tolerance = 1e-2;
+};
+
+struct GemmRunResult {
+  Comparison c;                     // over the checked rows of C
+  std::optional<Comparison> auxOut; // act(H) (up_proj) or dS (dh)
+  int64_t nonFiniteOutputs = 0;     // over all of C and aux_out: NaN/inf, or poison left unwritten
+  int64_t checkedRows = 0, outputRows = 0;
+  bool passed = false;
+  double medianMs = 0; // when timed
+  double flops = 0;
+  std::string failure; // why it failed, empty when passed
+};
+
+// Runs one GEMM of `layer` with `kernel` (of a module of `gpu`) on the
+// routing `rows`: fresh random inputs, outputs poisoned with 0xFF bytes (a
+// NaN in bf16 and fp16) except dS, which the ABI accumulates into and so is
+// zeroed; checks and optionally times it. Throws Error on driver failures.
+GemmRunResult runGemm(const Gpu &gpu, Function &kernel, const LayerSpec &layer,
+                      const GemmProblem &problem, const Target &target, const GroupedRows &rows,
+                      const GemmRunSettings &settings);
+
+} // namespace moejit
