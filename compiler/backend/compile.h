@@ -1,0 +1,40 @@
+// The compiler's entry point: grouped-GEMM problems in, PTX (or an earlier
+// stage) out. No MLIR or LLVM type crosses this header.
+#pragma once
+
+#include "moejit/problem.h"
+#include "moejit/spec.h"
+
+#include <string>
+#include <vector>
+
+namespace moejit {
+
+enum class EmitStage {
+  Mlir, // the moe dialect as built from the problems
+  Llvm, // LLVM IR of the kernel module
+  Ptx,
+};
+
+struct CompileOptions {
+  Target target;
+  EmitStage stage = EmitStage::Ptx;
+  // A pass argument (e.g. "moe-lower-grouped-gemm"); the IR after each run of
+  // that pass is appended to CompileOutput::dumps.
+  std::string dumpAfter;
+};
+
+struct CompileOutput {
+  std::string text;
+  std::string dumps;
+  std::vector<std::string> kernelNames;
+};
+
+// Builds one module with one kernel per problem and runs the pipeline to the
+// asked stage. Returns false and sets `error` (with MLIR's diagnostics) on
+// failure. Thread-safe: every call has its own MLIR and LLVM contexts.
+bool compileGemms(const std::vector<GemmProblem> &problems,
+                  const CompileOptions &options, CompileOutput &out,
+                  std::string &error);
+
+} // namespace moejit

@@ -1,0 +1,70 @@
+// The lowering pipeline from moe ops to the LLVM/NVVM dialects, and the
+// small pass that fixes up the dynamic shared memory declaration.
+#include "compiler/lowering/passes.h"
+
+#include "mlir/Conversion/GPUToNVVM/GPUToNVVMPass.h"
+#include "mlir/Conversion/NVGPUToNVVM/NVGPUToNVVM.h"
+#include "mlir/Conversion/NVVMToLLVM/NVVMToLLVM.h"
+#include "mlir/Conversion/ReconcileUnrealizedCasts/ReconcileUnrealizedCasts.h"
+#include "mlir/Conversion/SCFToControlFlow/SCFToControlFlow.h"
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/LLVMIR/LLVMDialect.h"
+#include "mlir/Dialect/LLVMIR/NVVMDialect.h"
+#include "mlir/Dialect/MemRef/IR/MemRef.h"
+#include "mlir/Dialect/MemRef/Transforms/Passes.h"
+#include "mlir/Dialect/NVGPU/IR/NVGPUDialect.h"
+#include "mlir/Dialect/SCF/IR/SCF.h"
+#include "mlir/Dialect/Vector/IR/VectorOps.h"
+#include "mlir/Pass/PassManager.h"
+#include "mlir/Pass/PassRegistry.h"
+#include "mlir/Transforms/Passes.h"
+
+namespace moejit {
+
+#define GEN_PASS_DEF_MOEEXTERNDYNAMICSHAREDMEMORY
+#include "compiler/lowering/passes.h.inc"
+
+namespace {
+
+struct MoeExternDynamicSharedMemoryPass
+    : impl::MoeExternDynamicSharedMemoryBase<MoeExternDynamicSharedMemoryPass> {
+  void runOnOperation() override {
+    constexpr unsigned kSharedAddressSpace = 3;
+    getOperation().walk([](mlir::LLVM::GlobalOp global) {
+      auto array = mlir::dyn_cast<mlir::LLVM::LLVMArrayType>(global.getType());
+      if (global.getAddrSpace() != kSharedAddressSpace || !array ||
+          array.getNumElements() != 0 || global.getValueOrNull() ||
+          global.getInitializerBlock())
+        return;
+      global.setLinkage(mlir::LLVM::Linkage::External);
+    });
+  }
+};
+
+} // namespace
+
+void buildMoeToLLVMPipeline(mlir::OpPassManager &pm) {
+  pm.addPass(createMoeLowerGroupedGemm());
+  mlir::OpPassManager &kernels = pm.nest<mlir::gpu::GPUModuleOp>();
+  kernels.addPass(mlir::createConvertNVGPUToNVVMPass());
+  kernels.addPass(mlir::createSCFToControlFlowPass());
+  kernels.addPass(mlir::memref::createExpandStridedMetadataPass());
+  mlir::ConvertGpuOpsToNVVMOpsOptions gpuToNvvm;
+  gpuToNvvm.useBarePtrCallConv = true;
+  kernels.addPass(mlir::createConvertGpuOpsToNVVMOps(gpuToNvvm));
+  kernels.addPass(mlir::createConvertNVVMToLLVMPass());
+  kernels.addPass(createMoeExternDynamicSharedMemory());
+  kernels.addPass(mlir::createCanonicalizerPass());
+  kernels.addPass(mlir::createCSEPass());
+  kernels.addPass(mlir::createReconcileUnrealizedCastsPass());
+}
+
+void registerMoeLoweringPipelines() {
+  registerMoeLoweringPasses();
+  mlir::PassPipelineRegistration<>(
+      "moe-to-llvm",
+      "Lower moe.grouped_gemm ops to a gpu.module in the LLVM/NVVM dialects",
+      buildMoeToLLVMPipeline);
+}
+
+} // namespace moejit
