@@ -3,8 +3,12 @@
 // moe module, lower, translate, NVPTX), first call and repeated calls in one
 // process.
 //
-//   compile_latency [--arch=sm_90a] [--repeat=N] [--emit-dir=DIR] FILE.moe...
+//   compile_latency [--arch=sm_90a] [--repeat=N] [--opt=0..3] [--emit-dir=DIR]
+//                   FILE.moe...
 //
+// Per kernel it prints the first call's time and the median of the repeats,
+// and the median's stages: build (MLIR context + moe module), lower (MLIR
+// passes), translate (to LLVM IR), opt (LLVM IR pipeline), codegen (NVPTX).
 // With --emit-dir, the PTX of each file goes to DIR/<file stem>.ptx.
 #include "compiler/backend/compile.h"
 #include "moejit/dsl.h"
@@ -25,6 +29,7 @@ namespace {
 struct Options {
   std::string arch = "sm_90a";
   int repeat = 5;
+  int optLevel = 3;
   std::string emitDir;
   std::vector<std::string> files;
 };
@@ -55,8 +60,10 @@ int run(const Options &opts) {
   const moejit::Target target = moejit::Target::fromArch(opts.arch);
   moejit::CompileOptions compileOptions;
   compileOptions.target = target;
-  std::printf("%-40s %10s %12s %12s\n", "kernel", "ptx KB", "first ms",
-              "median ms");
+  compileOptions.llvmOptLevel = opts.optLevel;
+  std::printf("%-36s %7s %9s %9s | %7s %7s %7s %7s %7s\n", "kernel", "ptx KB",
+              "first ms", "median", "build", "lower", "transl", "opt",
+              "codegen");
   int failures = 0;
   for (const std::string &file : opts.files) {
     std::ifstream in(file);
@@ -81,13 +88,22 @@ int run(const Options &opts) {
           ++failures;
           continue;
         }
-        std::vector<double> repeated;
-        for (int i = 0; i < opts.repeat; ++i)
-          repeated.push_back(timeCompile(one, compileOptions, out));
-        std::sort(repeated.begin(), repeated.end());
-        const double median = repeated.empty() ? first : repeated[repeated.size() / 2];
-        std::printf("%-40s %10.1f %12.1f %12.1f\n", one.front().kernelName.c_str(),
-                    out.text.size() / 1024.0, first, median);
+        // The stage times reported are those of the median run.
+        std::vector<std::pair<double, moejit::CompileStageTimes>> repeated;
+        for (int i = 0; i < opts.repeat; ++i) {
+          const double ms = timeCompile(one, compileOptions, out);
+          repeated.emplace_back(ms, out.times);
+        }
+        std::sort(repeated.begin(), repeated.end(),
+                  [](const auto &x, const auto &y) { return x.first < y.first; });
+        const auto median = repeated.empty()
+                                ? std::pair{first, out.times}
+                                : repeated[repeated.size() / 2];
+        const moejit::CompileStageTimes &t = median.second;
+        std::printf("%-36s %7.1f %9.1f %9.1f | %7.1f %7.1f %7.1f %7.1f %7.1f\n",
+                    one.front().kernelName.c_str(), out.text.size() / 1024.0,
+                    first, median.first, t.build, t.lower, t.translate,
+                    t.optimize, t.codegen);
       }
     }
     if (!opts.emitDir.empty()) {
@@ -115,6 +131,8 @@ int main(int argc, char **argv) {
       opts.arch = arg.substr(7);
     else if (arg.rfind("--repeat=", 0) == 0)
       opts.repeat = std::stoi(arg.substr(9));
+    else if (arg.rfind("--opt=", 0) == 0)
+      opts.optLevel = std::stoi(arg.substr(6));
     else if (arg.rfind("--emit-dir=", 0) == 0)
       opts.emitDir = arg.substr(11);
     else
@@ -122,7 +140,7 @@ int main(int argc, char **argv) {
   }
   if (opts.files.empty()) {
     std::cerr << "usage: compile_latency [--arch=sm_90a] [--repeat=N] "
-                 "[--emit-dir=DIR] FILE.moe...\n";
+                 "[--opt=0..3] [--emit-dir=DIR] FILE.moe...\n";
     return 2;
   }
   try {

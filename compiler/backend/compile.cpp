@@ -48,6 +48,7 @@
 #include "llvm/Target/TargetMachine.h"
 #include "llvm/TargetParser/Triple.h"
 
+#include <chrono>
 #include <memory>
 #include <mutex>
 
@@ -57,6 +58,22 @@ namespace {
 using namespace mlir;
 
 constexpr llvm::StringLiteral kNvptxTriple = "nvptx64-nvidia-cuda";
+
+// Measures consecutive stages: each lap() returns the milliseconds since the
+// previous one.
+class StageClock {
+public:
+  double lap() {
+    const auto now = std::chrono::steady_clock::now();
+    const double ms =
+        std::chrono::duration<double, std::milli>(now - last_).count();
+    last_ = now;
+    return ms;
+  }
+
+private:
+  std::chrono::steady_clock::time_point last_ = std::chrono::steady_clock::now();
+};
 
 } // namespace
 
@@ -177,7 +194,26 @@ std::string ptxFeatures(const Target &target) {
   return target.computeCapability() >= 100 ? "+ptx86" : "+ptx80";
 }
 
+llvm::CodeGenOptLevel codegenOptLevel(int level) {
+  switch (level) {
+  case 0: return llvm::CodeGenOptLevel::None;
+  case 1: return llvm::CodeGenOptLevel::Less;
+  case 2: return llvm::CodeGenOptLevel::Default;
+  default: return llvm::CodeGenOptLevel::Aggressive;
+  }
+}
+
+llvm::OptimizationLevel irOptLevel(int level) {
+  switch (level) {
+  case 0: return llvm::OptimizationLevel::O0;
+  case 1: return llvm::OptimizationLevel::O1;
+  case 2: return llvm::OptimizationLevel::O2;
+  default: return llvm::OptimizationLevel::O3;
+  }
+}
+
 std::unique_ptr<llvm::TargetMachine> createTargetMachine(const Target &target,
+                                                         int optLevel,
                                                          std::string &error) {
   initializeNvptxOnce();
   llvm::Triple triple(kNvptxTriple);
@@ -187,13 +223,14 @@ std::unique_ptr<llvm::TargetMachine> createTargetMachine(const Target &target,
     return nullptr;
   std::unique_ptr<llvm::TargetMachine> machine(nvptx->createTargetMachine(
       triple, target.arch, ptxFeatures(target), llvm::TargetOptions(),
-      std::nullopt, std::nullopt, llvm::CodeGenOptLevel::Aggressive));
+      std::nullopt, std::nullopt, codegenOptLevel(optLevel)));
   if (!machine)
     error = "cannot create the NVPTX target machine for " + target.arch;
   return machine;
 }
 
-void optimize(llvm::Module &module, llvm::TargetMachine &machine) {
+void optimize(llvm::Module &module, llvm::TargetMachine &machine,
+              int optLevel) {
   llvm::LoopAnalysisManager loops;
   llvm::FunctionAnalysisManager functions;
   llvm::CGSCCAnalysisManager cgscc;
@@ -204,7 +241,7 @@ void optimize(llvm::Module &module, llvm::TargetMachine &machine) {
   builder.registerFunctionAnalyses(functions);
   builder.registerLoopAnalyses(loops);
   builder.crossRegisterProxies(loops, functions, cgscc, modules);
-  builder.buildPerModuleDefaultPipeline(llvm::OptimizationLevel::O3)
+  builder.buildPerModuleDefaultPipeline(irOptLevel(optLevel))
       .run(module, modules);
 }
 
@@ -229,6 +266,7 @@ bool compileGemms(const std::vector<GemmProblem> &problems,
                   const CompileOptions &options, CompileOutput &out,
                   std::string &error) {
   out = CompileOutput{};
+  StageClock clock;
   DialectRegistry registry;
   registerCompilerDialects(registry);
   MLIRContext ctx(registry, MLIRContext::Threading::DISABLED);
@@ -263,6 +301,7 @@ bool compileGemms(const std::vector<GemmProblem> &problems,
   }
   if (failed(verify(*module)))
     return fail("the moe module built from the problems is invalid");
+  out.times.build = clock.lap();
   if (options.stage == EmitStage::Mlir) {
     out.text = printOp(module->getOperation());
     return true;
@@ -283,6 +322,7 @@ bool compileGemms(const std::vector<GemmProblem> &problems,
   }
   if (failed(pm.run(*module)))
     return fail("lowering the moe module to the LLVM dialect failed");
+  out.times.lower = clock.lap();
 
   auto kernels = module->lookupSymbol<gpu::GPUModuleOp>("moejit_kernels");
   if (!kernels)
@@ -292,20 +332,24 @@ bool compileGemms(const std::vector<GemmProblem> &problems,
       translateModuleToLLVMIR(kernels, llvmContext, "moejit_kernels");
   if (!llvmModule)
     return fail("translating the kernels to LLVM IR failed");
+  out.times.translate = clock.lap();
 
   std::unique_ptr<llvm::TargetMachine> machine =
-      createTargetMachine(options.target, error);
+      createTargetMachine(options.target, options.llvmOptLevel, error);
   if (!machine)
     return false;
   llvmModule->setTargetTriple(machine->getTargetTriple());
   llvmModule->setDataLayout(machine->createDataLayout());
-  optimize(*llvmModule, *machine);
+  optimize(*llvmModule, *machine, options.llvmOptLevel);
+  out.times.optimize = clock.lap();
   if (options.stage == EmitStage::Llvm) {
     llvm::raw_string_ostream os(out.text);
     llvmModule->print(os, nullptr);
     return true;
   }
-  return emitPtx(*llvmModule, *machine, out.text, error);
+  const bool emitted = emitPtx(*llvmModule, *machine, out.text, error);
+  out.times.codegen = clock.lap();
+  return emitted;
 }
 
 } // namespace moejit

@@ -22,12 +22,25 @@ struct CompileOptions {
   // A pass argument (e.g. "moe-lower-grouped-gemm"); the IR after each run of
   // that pass is appended to CompileOutput::dumps.
   std::string dumpAfter;
+  // LLVM's optimisation level (0-3) for the IR pipeline and NVPTX codegen.
+  int llvmOptLevel = 3;
+};
+
+// Wall time of each stage of one compileGemms call, in milliseconds (0 for
+// stages that did not run).
+struct CompileStageTimes {
+  double build = 0;     // MLIR context and the verified moe module
+  double lower = 0;     // MLIR pass pipeline to the LLVM/NVVM dialects
+  double translate = 0; // LLVM dialect -> LLVM IR
+  double optimize = 0;  // LLVM IR optimisation pipeline
+  double codegen = 0;   // NVPTX instruction selection and PTX printing
 };
 
 struct CompileOutput {
   std::string text;
   std::string dumps;
   std::vector<std::string> kernelNames;
+  CompileStageTimes times;
 };
 
 // Builds one module with one kernel per problem and runs the pipeline to the

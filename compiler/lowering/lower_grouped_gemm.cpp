@@ -231,56 +231,75 @@ private:
   }
 
   // --- CTA -> work ----------------------------------------------------------
-  // Varlen-M: block x is a slot in the list of all experts' M tiles; the CTA
-  // walks the experts' tile counts to find its expert, and slots past the
-  // last tile exit.
+  // Varlen-M: block x enumerates (slot, N tile) with the N tile fastest, so
+  // the CTAs in flight at once share their (gathered) A rows through L2 and
+  // A streams from DRAM about once; an expert's B stays in L2 over its M
+  // tiles. A slot is an entry in the list of all experts' M tiles; slots past
+  // the last tile exit.
   void emitVarlenM() {
-    Value slot = gpu::BlockIdOp::create(b, gpu::Dimension::x);
-    Value nTile = gpu::BlockIdOp::create(b, gpu::Dimension::y);
-    Value experts = idx(cfg.experts);
-    Type indexType = b.getIndexType();
-
-    auto whileOp = scf::WhileOp::create(
-        b, TypeRange{indexType, indexType, indexType},
-        ValueRange{idx(0), slot});
-    {
-      OpBuilder::InsertionGuard guard(b);
-      Block *before = b.createBlock(&whileOp.getBefore(), {},
-                                    {indexType, indexType},
-                                    {b.getLoc(), b.getLoc()});
-      Value expert = before->getArgument(0), remaining = before->getArgument(1);
-      Value inRange = lt(expert, experts);
-      Value tiles = guarded(
-          inRange, indexType,
-          [&] {
-            Value begin = loadIndex(args.offsets, expert);
-            Value end = loadIndex(args.offsets, add(expert, idx(1)));
-            return ceilDiv(sub(end, begin), cfg.tileM);
-          },
-          idx(0));
-      Value notHere = land(
-          inRange, arith::CmpIOp::create(b, arith::CmpIPredicate::sge,
-                                         remaining, tiles));
-      scf::ConditionOp::create(b, notHere,
-                               ValueRange{expert, remaining, tiles});
-      Block *after = b.createBlock(&whileOp.getAfter(), {},
-                                   {indexType, indexType, indexType},
-                                   {b.getLoc(), b.getLoc(), b.getLoc()});
-      scf::YieldOp::create(
-          b, ValueRange{add(after->getArgument(0), idx(1)),
-                        sub(after->getArgument(1), after->getArgument(2))});
-    }
-    Value expert = whileOp.getResult(0), localTile = whileOp.getResult(1);
-    when(lt(expert, experts), [&] {
+    const int64_t nTiles = (cfg.n + cfg.tileN - 1) / cfg.tileN;
+    Value block = gpu::BlockIdOp::create(b, gpu::Dimension::x);
+    Value slot = divu(block, idx(nTiles));
+    auto [expert, firstSlot] = findExpertOfSlot(slot);
+    when(lt(expert, idx(cfg.experts)), [&] {
       CtaTile tile;
       tile.expert = expert;
-      tile.rowBegin =
-          add(loadIndex(args.offsets, expert), mul(localTile, idx(cfg.tileM)));
+      tile.rowBegin = add(loadIndex(args.offsets, expert),
+                          mul(sub(slot, firstSlot), idx(cfg.tileM)));
       tile.rowEnd = loadIndex(args.offsets, add(expert, idx(1)));
-      tile.nTile = nTile;
+      tile.nTile = remu(block, idx(nTiles));
       tile.kTiles = idx((cfg.k + cfg.tileK - 1) / cfg.tileK);
       emitTile(tile);
     });
+  }
+
+  // The expert whose M tiles hold `slot` (E past the last tile) and the slot
+  // of that expert's first tile. Every warp computes it on its own, 32
+  // experts at a time: lane l takes expert 32c + l, a warp scan turns tile
+  // counts into each expert's end slot, and warp reductions count the
+  // experts (and their tiles) that end at or before `slot`. A serial walk
+  // over the offsets cost microseconds per CTA at 128 experts.
+  std::pair<Value, Value> findExpertOfSlot(Value slot) {
+    Type i32 = b.getI32Type();
+    auto c32 = [&](int32_t v) {
+      return arith::ConstantOp::create(b, b.getI32IntegerAttr(v)).getResult();
+    };
+    auto warpSum = [&](Value v) -> Value {
+      return NVVM::ReduxOp::create(
+          b, i32, v, NVVM::ReduxKindAttr::get(b.getContext(), NVVM::ReduxKind::ADD),
+          c32(-1));
+    };
+    Value slot32 = arith::IndexCastOp::create(b, i32, slot);
+    Value expertsBefore = c32(0), slotsBefore = c32(0), chunkStart = c32(0);
+    for (int64_t first = 0; first < cfg.experts; first += kWarpSize) {
+      // Lanes past the last expert read offsets[E] twice: zero tiles.
+      Value expert = arith::MinUIOp::create(b, add(idx(first), lane),
+                                            idx(cfg.experts));
+      Value next = arith::MinUIOp::create(b, add(expert, idx(1)),
+                                          idx(cfg.experts));
+      Value rows = arith::SubIOp::create(b, load(args.offsets, next),
+                                         load(args.offsets, expert));
+      Value tiles = arith::DivUIOp::create(
+          b, arith::AddIOp::create(b, rows, c32(cfg.tileM - 1)),
+          c32(cfg.tileM));
+      Value inclusive = tiles;
+      for (int32_t offset = 1; offset < kWarpSize; offset *= 2) {
+        auto shuffle = gpu::ShuffleOp::create(b, inclusive, offset, kWarpSize,
+                                              gpu::ShuffleMode::UP);
+        inclusive = arith::AddIOp::create(
+            b, inclusive,
+            select(shuffle.getValid(), shuffle.getShuffleResult(), c32(0)));
+      }
+      Value endSlot = arith::AddIOp::create(b, chunkStart, inclusive);
+      Value before = arith::CmpIOp::create(b, arith::CmpIPredicate::ule,
+                                           endSlot, slot32);
+      expertsBefore = arith::AddIOp::create(
+          b, expertsBefore, warpSum(select(before, c32(1), c32(0))));
+      slotsBefore = arith::AddIOp::create(
+          b, slotsBefore, warpSum(select(before, tiles, c32(0))));
+      chunkStart = arith::AddIOp::create(b, chunkStart, warpSum(tiles));
+    }
+    return {toIndex(expertsBefore), toIndex(slotsBefore)};
   }
 
   // Varlen-K: grid (M tiles, N tiles, experts); the K loop runs over the

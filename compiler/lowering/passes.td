@@ -21,6 +21,24 @@ def MoeLowerGroupedGemm : Pass<"moe-lower-grouped-gemm", "::mlir::ModuleOp"> {
   ];
 }
 
+def MoeLowerGroupedGemmHopper
+    : Pass<"moe-lower-grouped-gemm-hopper", "::mlir::ModuleOp"> {
+  let summary = "Lower moe.grouped_gemm ops of the hopper path to wgmma kernels";
+  let description = [{
+    Replaces every `moe.grouped_gemm` with `path = #moe.path<hopper>` by a
+    `gpu.func` kernel with the parameters of docs/kernel-abi.md: cp.async
+    copies into 128B-swizzled shared memory stages and `nvvm.wgmma.mma_async`
+    m64nNk16 with fp32 accumulators (sm_90a). Ops of other paths are left for
+    moe-lower-grouped-gemm, which runs after it.
+  }];
+  let dependentDialects = [
+    "::mlir::arith::ArithDialect", "::mlir::gpu::GPUDialect",
+    "::mlir::LLVM::LLVMDialect", "::mlir::memref::MemRefDialect",
+    "::mlir::NVVM::NVVMDialect", "::mlir::nvgpu::NVGPUDialect",
+    "::mlir::scf::SCFDialect", "::mlir::vector::VectorDialect"
+  ];
+}
+
 def MoeExternDynamicSharedMemory
     : Pass<"moe-extern-dynamic-shared-memory", "::mlir::gpu::GPUModuleOp"> {
   let summary = "Declare the dynamic shared memory buffer as extern";

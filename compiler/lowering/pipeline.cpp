@@ -44,6 +44,7 @@ struct MoeExternDynamicSharedMemoryPass
 } // namespace
 
 void buildMoeToLLVMPipeline(mlir::OpPassManager &pm) {
+  pm.addPass(createMoeLowerGroupedGemmHopper());
   pm.addPass(createMoeLowerGroupedGemm());
   mlir::OpPassManager &kernels = pm.nest<mlir::gpu::GPUModuleOp>();
   kernels.addPass(mlir::createConvertNVGPUToNVVMPass());

@@ -12,61 +12,77 @@ int64_t roundUp(int64_t value, int64_t multiple) {
   return (value + multiple - 1) / multiple * multiple;
 }
 
-// The fixed extents of the GEMM's N and K (varlen-K: M and N are fixed and
-// the reduction length is a run-time value).
-struct FixedExtents {
-  int64_t m = 0; // 0 when M is the run-time dimension
-  int64_t n = 0;
-  int64_t k = 0; // 0 when K is the run-time dimension
-};
-
-FixedExtents fixedExtents(const LayerSpec &layer, GemmKind kind) {
+// The GEMM as the kernels see it, with the default schedule's fields unset:
+// its fixed extents (varlen-K: M and N are fixed and the reduction length
+// is a run-time value; varlen-M: N and K) and its epilogue.
+GemmProblem probeProblem(const LayerSpec &layer, GemmKind kind) {
   GemmSpec probe;
   probe.kind = kind;
-  const GemmProblem p = makeGemmProblem(layer, probe);
-  return {p.m, p.n, p.k};
+  return makeGemmProblem(layer, probe);
 }
 
 } // namespace
 
 Schedule defaultSchedule(const LayerSpec &layer, GemmKind kind, const Target &target) {
-  const FixedExtents ext = fixedExtents(layer, kind);
+  const GemmProblem p = probeProblem(layer, kind);
   Schedule s;
 
-  // M: 128 rows per tile. Varlen-M experts usually hold hundreds of rows at
-  // training sizes; Hopper's wgmma wants a multiple of 64 anyway. A fixed M
-  // (varlen-K weight gradients) smaller than 128 gets a smaller tile.
+  // The Hopper path (wgmma) takes varlen-M GEMMs on sm_90a whose tile suits
+  // it (selectKernelPath: M 64 or 128, N up to 256, K one 128-byte row);
+  // everything else runs the portable mma.sync path, tuned on an H100
+  // (bench/NOTES.md): 8 warps of 64 x 64, a 128 x 256 x 64 tile, except
+  // 256 x 128 for the gated up-projection and for weight gradients whose B
+  // rows are scaled in shared memory (half the scaling work per stage).
+  const bool wgmmaPath = target.hasWgmma() && p.varlen == Varlen::M;
+  const bool gatedForward = p.epilogue == Epilogue::ActForward &&
+                            (p.activation == Activation::SwiGLU ||
+                             p.activation == Activation::GeGLU);
+  const bool tallTile = !wgmmaPath && (gatedForward || p.scaleBRows);
+
+  // M: 128 (256 for a tall tile) rows. A fixed M (varlen-K weight gradients)
+  // smaller than that gets a smaller tile (a multiple of 64 for wgmma
+  // targets, 16 before).
   const int mGranule = target.hasWgmma() ? 64 : 16;
-  s.tile.m = 128;
-  if (ext.m > 0 && ext.m < 128)
-    s.tile.m = static_cast<int>(roundUp(ext.m, mGranule));
+  const int tileM = tallTile ? 256 : 128;
+  s.tile.m = tileM;
+  if (p.m > 0 && p.m < tileM)
+    s.tile.m = static_cast<int>(std::min<int64_t>(tileM, roundUp(p.m, mGranule)));
 
-  // N: 128 columns, or the whole N rounded to 16 when N is smaller (16 keeps
-  // the gate/up column pairs of the activation epilogue in one tile).
-  s.tile.n = static_cast<int>(std::min<int64_t>(128, roundUp(ext.n, 16)));
+  // N: 256 (128 for a tall tile), or the whole N rounded up to 16 when
+  // smaller (16 keeps the gate/up column pairs of the activation epilogue in
+  // one tile).
+  const int tileN = tallTile ? 128 : 256;
+  s.tile.n = static_cast<int>(std::min<int64_t>(tileN, roundUp(p.n, 16)));
 
-  // K: 64 (four k16 steps per stage); 32 when the fixed K is that short.
-  s.tile.k = (ext.k > 0 && ext.k <= 32) ? 32 : 64;
+  // K: 64 (four k16 steps per stage; one 128-byte row of bf16 for wgmma),
+  // 32 for scaled B rows or when the fixed K is that short.
+  s.tile.k = (p.scaleBRows || (p.k > 0 && p.k <= 32)) ? 32 : 64;
 
   s.cluster = {1, 1};
   s.warpgroups = WarpgroupMode::Cooperative;
   s.raster = Raster::AlongM;
   s.persistent = false;
 
-  // Stages: as deep as shared memory allows, up to 4 (3 before Hopper, whose
-  // smaller shared memory also serves the epilogue and L1).
-  const int maxStages = target.computeCapability() >= 90 ? 4 : 3;
-  s.stages = 2;
-  for (int stages = maxStages; stages >= 2; --stages) {
-    Schedule candidate = s;
-    candidate.stages = stages;
-    GemmSpec gemm{kind, candidate};
-    if (pipelineSharedBytes(makeGemmProblem(layer, gemm)) <=
-        target.maxSharedBytesPerBlock) {
-      s.stages = stages;
-      break;
+  // Stages: as deep as shared memory allows, up to 4 (a fifth stage bought
+  // nothing on an H100). If two stages of the tile do not fit (sm_86/89
+  // have 99 KiB), K halves to 32 first.
+  constexpr int kMaxStages = 4;
+  auto fits = [&](const Schedule &candidate) {
+    return pipelineSharedBytes(makeGemmProblem(layer, GemmSpec{kind, candidate})) <=
+           target.maxSharedBytesPerBlock;
+  };
+  for (;;) {
+    for (int stages = kMaxStages; stages >= 2; --stages) {
+      Schedule candidate = s;
+      candidate.stages = stages;
+      if (fits(candidate))
+        return candidate;
     }
+    if (s.tile.k <= 32)
+      break;
+    s.tile.k = 32;
   }
+  s.stages = 2;
   return s;
 }
 

@@ -46,6 +46,9 @@ const std::vector<KnobInfo> &Knobs::registry() {
        "default target architecture of compile, check and precompile"},
       {"MOEJIT_CUDA_DRIVER", "path", "libcuda.so.1",
        "the CUDA driver library loaded with dlopen"},
+      {"MOEJIT_NVRTC", "path", "libnvrtc.so.13, libnvrtc.so, then under CUDA_HOME",
+       "the NVRTC library loaded with dlopen for the layer kernels"},
+      {"CUDA_HOME", "path", "/usr/local/cuda", "CUDA toolkit searched for libnvrtc"},
   };
   return knobs;
 }
@@ -58,6 +61,10 @@ Knobs Knobs::fromEnvironment() {
     k.arch = arch;
   const char *driver = getEnv("MOEJIT_CUDA_DRIVER");
   k.cudaDriver = driver && *driver ? driver : "libcuda.so.1";
+  if (const char *nvrtc = getEnv("MOEJIT_NVRTC"))
+    k.nvrtc = nvrtc;
+  const char *cudaHome = getEnv("CUDA_HOME");
+  k.cudaHome = cudaHome && *cudaHome ? cudaHome : "/usr/local/cuda";
   return k;
 }
 

@@ -2,34 +2,79 @@
 // shared by the compiler (which bakes them into the kernel) and the runtime.
 #include "moejit/problem.h"
 
+#include <algorithm>
+
 namespace moejit {
 namespace {
 
 constexpr int64_t kWarpSize = 32;
+constexpr int64_t kWarpgroupThreads = 128;
+constexpr int kWgmmaM = 64, kWgmmaMaxN = 256;
 // Padding of the inner (contiguous) dimension of the shared-memory tiles.
 constexpr int64_t kSharedPadElements = 8;
 
 int64_t ceilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
-// Warps along one tile dimension: 64-wide warp blocks when the tile splits
-// into several, two halves for mid-size tiles, one warp otherwise.
-int warpsAlong(int tileExtent) {
-  if (tileExtent >= 128 && tileExtent % 64 == 0)
-    return tileExtent / 64;
-  if (tileExtent >= 64 && tileExtent % 32 == 0)
-    return 2;
+// Warp tiles are at most 64 x 64 (128 fp32 accumulators per thread) and a
+// block has up to 8 warps: two per SM sub-partition, so that one warp's
+// ldmatrix and cp.async latency hides behind the other's mma.sync. Along M a
+// warp takes 64 rows (fewer for a short tile, at least 16); along N the
+// remaining warps split the tile into pieces of at least 32 columns.
+constexpr int kMaxWarps = 8;
+constexpr int kWarpTileM = 64;
+constexpr int kMinWarpTileN = 32;
+
+int warpsAlongM(int tileM) {
+  if (tileM % kWarpTileM == 0)
+    return std::min(tileM / kWarpTileM, kMaxWarps);
   return 1;
+}
+
+int warpsAlongN(int tileN, int warpsM) {
+  int warps = 1;
+  while (warps * 2 * warpsM <= kMaxWarps && tileN % (warps * 2 * 16) == 0 &&
+         tileN / (warps * 2) >= kMinWarpTileN)
+    warps *= 2;
+  return warps;
 }
 
 } // namespace
 
-KernelPath selectKernelPath(const GemmProblem &, const Target &) {
-  // The Hopper path is a later issue; every target runs the portable one.
-  return KernelPath::Portable;
+HopperTileLayout hopperTileLayout(const TileShape &tile) {
+  HopperTileLayout layout;
+  layout.aStageBytes = tile.m * HopperTileLayout::kRowBytes;
+  layout.bStageBytes = tile.n * HopperTileLayout::kRowBytes;
+  return layout;
+}
+
+int hopperThreads(const Schedule &schedule) {
+  return static_cast<int>(kWarpgroupThreads) * (schedule.tile.m / kWgmmaM);
+}
+
+int64_t hopperSharedBytes(const GemmProblem &problem) {
+  const HopperTileLayout layout = hopperTileLayout(problem.schedule.tile);
+  return problem.schedule.stages * (layout.aStageBytes + layout.bStageBytes) +
+         HopperTileLayout::kAlignBytes;
+}
+
+KernelPath selectKernelPath(const GemmProblem &problem, const Target &target) {
+  const Schedule &s = problem.schedule;
+  // wgmma reads A from K-contiguous rows here; varlen-K families (A is
+  // [K][M]) stay portable. A stage row is one 128-byte swizzle row, so
+  // tile.k is 128 bytes; B blocks are 64 columns wide; the pipeline keeps
+  // one stage for the copies in flight and one for the wgmma in flight.
+  const bool fits =
+      problem.varlen == Varlen::M && problem.aKContiguous &&
+      (s.tile.m == kWgmmaM || s.tile.m == 2 * kWgmmaM) &&
+      s.tile.k * dtypeBytes(problem.dtype) == HopperTileLayout::kRowBytes &&
+      s.tile.n % 64 == 0 && s.tile.n <= kWgmmaMaxN && s.stages >= 3 &&
+      hopperSharedBytes(problem) <= target.maxSharedBytesPerBlock;
+  return target.hasWgmma() && fits ? KernelPath::Hopper : KernelPath::Portable;
 }
 
 WarpLayout portableWarpLayout(const Schedule &schedule) {
-  return {warpsAlong(schedule.tile.m), warpsAlong(schedule.tile.n)};
+  const int warpsM = warpsAlongM(schedule.tile.m);
+  return {warpsM, warpsAlongN(schedule.tile.n, warpsM)};
 }
 
 PortableTileLayout portableTileLayout(const TileShape &tile, Varlen varlen,
@@ -65,19 +110,27 @@ int64_t pipelineSharedBytes(const GemmProblem &problem) {
 }
 
 LaunchShape launchShape(const GemmProblem &problem, int64_t totalRows,
-                        const Target &) {
+                        const Target &target) {
   const TileShape &tile = problem.schedule.tile;
   LaunchShape shape;
-  shape.block = {static_cast<unsigned>(portableThreads(problem.schedule)), 1, 1};
-  shape.sharedBytes = static_cast<unsigned>(pipelineSharedBytes(problem));
-  const auto nTiles = static_cast<unsigned>(ceilDiv(problem.n, tile.n));
+  const bool hopper = selectKernelPath(problem, target) == KernelPath::Hopper;
+  if (hopper) {
+    shape.block = {static_cast<unsigned>(hopperThreads(problem.schedule)), 1, 1};
+    shape.sharedBytes = static_cast<unsigned>(hopperSharedBytes(problem));
+  } else {
+    shape.block = {static_cast<unsigned>(portableThreads(problem.schedule)), 1, 1};
+    shape.sharedBytes = static_cast<unsigned>(pipelineSharedBytes(problem));
+  }
+  const int64_t nTiles = ceilDiv(problem.n, tile.n);
   if (problem.varlen == Varlen::M) {
     // Each expert's rows start a new M tile, so the tiles over all experts
     // number at most ceil(R / tile.m) + E; the kernel exits surplus blocks.
     const int64_t slots = ceilDiv(totalRows, tile.m) + problem.experts;
-    shape.grid = {static_cast<unsigned>(slots), nTiles, 1};
+    // One dimension, N tiles fastest: the kernel decodes block x.
+    shape.grid = {static_cast<unsigned>(slots * nTiles), 1, 1};
   } else {
-    shape.grid = {static_cast<unsigned>(ceilDiv(problem.m, tile.m)), nTiles,
+    shape.grid = {static_cast<unsigned>(ceilDiv(problem.m, tile.m)),
+                  static_cast<unsigned>(nTiles),
                   static_cast<unsigned>(problem.experts)};
   }
   return shape;

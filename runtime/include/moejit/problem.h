@@ -63,7 +63,8 @@ struct LaunchShape {
 };
 
 // Code path of a kernel. Portable: mma.sync + cp.async, sm_80 and newer.
-// Hopper: TMA + wgmma (not implemented yet; never selected).
+// Hopper (sm_90a): cp.async into 128B-swizzled shared memory + wgmma; taken
+// for the varlen-M families when the schedule's tile suits wgmma.
 enum class KernelPath { Portable, Hopper };
 KernelPath selectKernelPath(const GemmProblem &problem, const Target &target);
 
@@ -88,8 +89,25 @@ PortableTileLayout portableTileLayout(const TileShape &tile, Varlen varlen,
 
 // Threads per block of the portable path (mma.sync) for a schedule.
 int portableThreads(const Schedule &schedule);
+
 // Dynamic shared memory the pipeline needs.
 int64_t pipelineSharedBytes(const GemmProblem &problem);
+
+// Shared-memory tiles of the Hopper path, per pipeline stage: A [tile.m]
+// rows and B [tile.n] rows (K-contiguous B) or tile.n / 64 blocks of
+// [tile.k] rows (N-contiguous B), every row 128 bytes in the 128B-swizzle
+// pattern wgmma reads. The kernel aligns its base to kAlignBytes at run
+// time, so the launch asks for that much more.
+struct HopperTileLayout {
+  static constexpr int64_t kRowBytes = 128;
+  static constexpr int64_t kAlignBytes = 1024;
+  int64_t aStageBytes = 0, bStageBytes = 0;
+};
+HopperTileLayout hopperTileLayout(const TileShape &tile);
+// Threads per block of the Hopper path: one warpgroup per 64 rows of M.
+int hopperThreads(const Schedule &schedule);
+int64_t hopperSharedBytes(const GemmProblem &problem);
+
 LaunchShape launchShape(const GemmProblem &problem, int64_t totalRows,
                         const Target &target);
 

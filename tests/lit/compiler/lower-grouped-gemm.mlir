@@ -9,8 +9,11 @@
 // CHECK: gpu.dynamic_shared_memory
 // CHECK: memref.view {{.*}} to memref<3x128x72xbf16, #gpu.address_space<workgroup>>
 // CHECK: memref.view {{.*}} to memref<3x64x136xbf16, #gpu.address_space<workgroup>>
-// Varlen-M: the CTA looks for its expert tile.
-// CHECK: scf.while
+// Varlen-M: block x is (slot, N tile), N fastest; each warp finds the
+// slot's expert with a scan over 32 experts at a time.
+// CHECK: gpu.block_id x
+// CHECK: gpu.shuffle up
+// CHECK: nvvm.redux.sync add
 // Gathered rows of A.
 // CHECK: memref.load %arg6
 // CHECK: nvgpu.device_async_copy {{.*}}, 8, %{{.*}} {bypassL1}

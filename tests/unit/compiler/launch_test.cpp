@@ -17,16 +17,20 @@ GemmProblem varlenMProblem() {
   return p;
 }
 
-TEST(PortableWarpLayout, SplitsLargeTilesIntoWarpBlocksOf64) {
+TEST(PortableWarpLayout, EightWarpsOfAtMost64x64) {
   Schedule s;
-  s.tile = {128, 128, 64};
+  s.tile = {128, 256, 32}; // 2 x 4 warps of 64 x 64
   EXPECT_EQ(portableWarpLayout(s).m, 2);
-  EXPECT_EQ(portableWarpLayout(s).n, 2);
-  EXPECT_EQ(portableThreads(s), 128);
-  s.tile = {256, 128, 64};
+  EXPECT_EQ(portableWarpLayout(s).n, 4);
+  EXPECT_EQ(portableThreads(s), 256);
+  s.tile = {128, 128, 64}; // 2 x 4 warps of 64 x 32
+  EXPECT_EQ(portableWarpLayout(s).m, 2);
+  EXPECT_EQ(portableWarpLayout(s).n, 4);
+  s.tile = {256, 128, 64}; // 4 x 2 warps of 64 x 64
   EXPECT_EQ(portableWarpLayout(s).m, 4);
-  s.tile = {64, 32, 32};
-  EXPECT_EQ(portableWarpLayout(s).m, 2);
+  EXPECT_EQ(portableWarpLayout(s).n, 2);
+  s.tile = {64, 32, 32}; // one warp: N pieces stay at least 32 wide
+  EXPECT_EQ(portableWarpLayout(s).m, 1);
   EXPECT_EQ(portableWarpLayout(s).n, 1);
   s.tile = {16, 48, 32};
   EXPECT_EQ(portableThreads(s), 32);
@@ -40,16 +44,19 @@ TEST(PipelineSharedBytes, CountsPaddedTilesPerStage) {
   EXPECT_EQ(pipelineSharedBytes(p), 4 * (128 * 72 + 128 * 72) * 2);
 }
 
-TEST(LaunchShape, VarlenMCoversEveryExpertTile) {
+TEST(LaunchShape, VarlenMCoversEveryExpertTileWithNTilesFastest) {
   const GemmProblem p = varlenMProblem();
-  const LaunchShape shape = launchShape(p, 1000, Target{});
-  EXPECT_EQ(shape.grid[0], 8u + 8u); // ceil(1000 / 128) + E
-  EXPECT_EQ(shape.grid[1], 16u);
+  // sm_80: the portable path (sm_90a may take the Hopper path).
+  const Target target = Target::fromArch("sm_80");
+  const LaunchShape shape = launchShape(p, 1000, target);
+  // (ceil(1000 / 128) + E) slots times 2048 / 128 N tiles, in block x.
+  EXPECT_EQ(shape.grid[0], (8u + 8u) * 16u);
+  EXPECT_EQ(shape.grid[1], 1u);
   EXPECT_EQ(shape.grid[2], 1u);
-  EXPECT_EQ(shape.block[0], 128u);
+  EXPECT_EQ(shape.block[0], 256u);
   EXPECT_EQ(shape.sharedBytes, static_cast<unsigned>(pipelineSharedBytes(p)));
   // No rows: still a valid grid; every block exits.
-  EXPECT_EQ(launchShape(p, 0, Target{}).grid[0], 8u);
+  EXPECT_EQ(launchShape(p, 0, target).grid[0], 8u * 16u);
 }
 
 TEST(LaunchShape, VarlenKGridsOverExperts) {
@@ -63,9 +70,33 @@ TEST(LaunchShape, VarlenKGridsOverExperts) {
   EXPECT_EQ(shape.grid[2], 8u);
 }
 
-TEST(KernelPath, PortableEverywhereForNow) {
-  EXPECT_EQ(selectKernelPath(varlenMProblem(), Target::fromArch("sm_90a")),
-            KernelPath::Portable);
+TEST(KernelPath, HopperForVarlenMOnSm90a) {
+  const GemmProblem p = varlenMProblem();
+  EXPECT_EQ(selectKernelPath(p, Target::fromArch("sm_90a")), KernelPath::Hopper);
+  EXPECT_EQ(selectKernelPath(p, Target::fromArch("sm_90")), KernelPath::Portable);
+  EXPECT_EQ(selectKernelPath(p, Target::fromArch("sm_80")), KernelPath::Portable);
+  const LaunchShape shape = launchShape(p, 1000, Target::fromArch("sm_90a"));
+  EXPECT_EQ(shape.block[0], 256u); // two warpgroups for 128 rows
+  EXPECT_EQ(shape.sharedBytes, 4u * (128 + 128) * 128 + 1024);
+  EXPECT_EQ(shape.grid[0], (8u + 8u) * 16u); // N tiles fastest
+  EXPECT_EQ(shape.grid[1], 1u);
+}
+
+TEST(KernelPath, PortableWhereWgmmaDoesNotFit) {
+  const Target hopper = Target::fromArch("sm_90a");
+  GemmProblem varlenK = varlenMProblem();
+  varlenK.varlen = Varlen::K;
+  varlenK.aKContiguous = false;
+  EXPECT_EQ(selectKernelPath(varlenK, hopper), KernelPath::Portable);
+  GemmProblem narrowN = varlenMProblem();
+  narrowN.schedule.tile.n = 96;
+  EXPECT_EQ(selectKernelPath(narrowN, hopper), KernelPath::Portable);
+  GemmProblem shortK = varlenMProblem();
+  shortK.schedule.tile.k = 32;
+  EXPECT_EQ(selectKernelPath(shortK, hopper), KernelPath::Portable);
+  GemmProblem twoStages = varlenMProblem();
+  twoStages.schedule.stages = 2;
+  EXPECT_EQ(selectKernelPath(twoStages, hopper), KernelPath::Portable);
 }
 
 } // namespace

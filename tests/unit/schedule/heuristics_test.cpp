@@ -67,6 +67,33 @@ TEST(DefaultSchedule, FewerStagesWhenSharedMemoryIsSmall) {
   EXPECT_LT(tight.stages, roomy.stages);
 }
 
+// The portable path's tiles, measured best on an H100 (bench/NOTES.md).
+TEST(DefaultSchedule, PortableTilesAre128x256WithTallTilesForUpProjAndDw2) {
+  const Target sm80 = Target::fromArch("sm_80");
+  const Schedule down = defaultSchedule(qwen3(), GemmKind::DownProj, sm80);
+  EXPECT_EQ(down.tile, (TileShape{128, 256, 64}));
+  EXPECT_EQ(defaultSchedule(qwen3(), GemmKind::DW1, sm80).tile, (TileShape{128, 256, 64}));
+  // Gated up-projection: 256 x 128.
+  EXPECT_EQ(defaultSchedule(qwen3(), GemmKind::UpProj, sm80).tile, (TileShape{256, 128, 64}));
+  // dW2 scales its B rows in shared memory: 256 x 128 x 32.
+  EXPECT_EQ(defaultSchedule(qwen3(), GemmKind::DW2, sm80).tile, (TileShape{256, 128, 32}));
+  // 128 x 256 x 64 in bf16 fits three stages in sm_80's 163 KiB.
+  EXPECT_EQ(down.stages, 3);
+}
+
+TEST(DefaultSchedule, WgmmaTargetsKeepVarlenMTilesWgmmaShaped) {
+  const Target sm90 = Target::fromArch("sm_90a");
+  for (GemmKind kind : {GemmKind::UpProj, GemmKind::DownProj, GemmKind::DH, GemmKind::DX}) {
+    const Schedule s = defaultSchedule(qwen3(), kind, sm90);
+    SCOPED_TRACE(std::string(toString(kind)));
+    EXPECT_LE(s.tile.m, 128);
+    EXPECT_EQ(s.tile.k, 64); // one 128-byte row of bf16
+    EXPECT_GE(s.stages, 3);
+  }
+  // Varlen-K stays on the portable path and keeps its tuned tile.
+  EXPECT_EQ(defaultSchedule(qwen3(), GemmKind::DW2, sm90).tile, (TileShape{256, 128, 32}));
+}
+
 TEST(ApplyPatch, OverridesOnlyGivenFields) {
   const Schedule base = defaultSchedule(qwen3(), GemmKind::UpProj, Target::fromArch("sm_90a"));
   SchedulePatch patch;

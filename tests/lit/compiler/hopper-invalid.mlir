@@ -1,0 +1,24 @@
+// The hopper path says which GEMMs and tiles it covers.
+// RUN: %moejit-opt %s -split-input-file -moe-lower-grouped-gemm-hopper -verify-diagnostics
+
+// expected-error @below {{the hopper path covers varlen-M GEMMs with a K-contiguous A; use path = portable}}
+moe.grouped_gemm @dw2 {
+  varlen = #moe.varlen<k>, element_type = bf16, experts = 8 : i64,
+  m = 256 : i64, n = 1024 : i64, k = 0 : i64,
+  a_k_contiguous = false, b_k_contiguous = false,
+  epilogue = #moe.epilogue<store>, activation = #moe.activation<swiglu>,
+  gate_up = #moe.gate_up<concatenated>, c_columns = 1024 : i64,
+  aux_columns = 0 : i64, tile = array<i64: 128, 128, 64>, stages = 3 : i64,
+  warps = array<i64: 2, 2>, path = #moe.path<hopper>}
+
+// -----
+
+// expected-error @below {{the hopper path needs tile.m of 64 or 128, a 128-byte tile.k, tile.n a multiple of 64 up to 256 and at least 3 stages}}
+moe.grouped_gemm @down_proj {
+  varlen = #moe.varlen<m>, element_type = bf16, experts = 8 : i64,
+  m = 0 : i64, n = 1024 : i64, k = 256 : i64,
+  a_k_contiguous = true, b_k_contiguous = false,
+  epilogue = #moe.epilogue<scale_rows>, activation = #moe.activation<swiglu>,
+  gate_up = #moe.gate_up<concatenated>, c_columns = 1024 : i64,
+  aux_columns = 0 : i64, tile = array<i64: 128, 96, 64>, stages = 4 : i64,
+  warps = array<i64: 2, 2>, path = #moe.path<hopper>}
