@@ -103,8 +103,12 @@ void DeviceBuffer::download(void *host, size_t bytes) const {
 }
 
 void DeviceBuffer::fillBytes(uint8_t value) {
-  if (bytes_ > 0)
-    context_->driver->call(context_->driver->cuMemsetD8, pointer_, value, bytes_);
+  if (bytes_ == 0)
+    return;
+  // cuMemsetD8 may return before the device has finished; a caller of the
+  // blocking fill then launching on a non-blocking stream would race with it.
+  context_->driver->call(context_->driver->cuMemsetD8, pointer_, value, bytes_);
+  context_->driver->call(context_->driver->cuCtxSynchronize);
 }
 
 void DeviceBuffer::fillBytesAsync(uint8_t value, const Stream &stream) {

@@ -58,6 +58,7 @@ public:
   template <class T> void download(std::span<T> host) const {
     download(host.data(), host.size_bytes());
   }
+  // Blocking: the fill is complete on the device when this returns.
   void fillBytes(uint8_t value);
   void fillBytesAsync(uint8_t value, const Stream &stream);
 

@@ -21,6 +21,8 @@ struct Knobs {
   bool strict = false;      // a cache miss is an error instead of a compile
   std::string arch;         // default target arch; empty: the GPU present, else sm_90a
   std::string cudaDriver;   // library dlopen'ed for the CUDA driver API
+  std::string nvrtc;        // libnvrtc to dlopen; empty: search the usual places
+  std::string cudaHome;     // CUDA toolkit root searched for libnvrtc
 
   // Reads the environment. Throws std::invalid_argument naming the variable
   // when a value does not parse (e.g. MOEJIT_STRICT=maybe).
