@@ -1,10 +1,21 @@
 #include "runtime/src/cuda_driver.h"
 
+#include <cudaTypedefs.h>
 #include <dlfcn.h>
+
+#include <type_traits>
 
 #include <string>
 
 namespace moejit {
+
+// Each entry's version must name the typedef of the signature it is declared
+// with, or the driver would hand back a function of another signature.
+#define MOEJIT_CHECK_ENTRY_VERSION(name, version)                                                  \
+  static_assert(std::is_same_v<PFN_##name##_v##version, decltype(&::name)>,                      \
+                #name ": the version in MOEJIT_CUDA_DRIVER_ENTRIES does not match cuda.h");
+MOEJIT_CUDA_DRIVER_ENTRIES(MOEJIT_CHECK_ENTRY_VERSION)
+#undef MOEJIT_CHECK_ENTRY_VERSION
 
 namespace {
 
@@ -27,8 +38,8 @@ std::shared_ptr<const CudaDriver> CudaDriver::load(const std::string &library) {
     throw Error(noDriverMessage(library, dlerror()), ErrorKind::NoGpu);
   std::shared_ptr<CudaDriver> driver(new CudaDriver(handle));
 
-  // cuGetProcAddress (not dlsym of guessed names) picks the symbol version
-  // that matches the signatures of the headers we were built with.
+  // cuGetProcAddress (not dlsym of guessed names) gives the entry point of
+  // the exact API version each member is typed for.
   auto getProcAddress = reinterpret_cast<GetProcAddress>(dlsym(handle, "cuGetProcAddress_v2"));
   if (!getProcAddress)
     throw Error(library + " has no cuGetProcAddress_v2: the CUDA driver is older than 12.0; "
@@ -38,7 +49,7 @@ std::shared_ptr<const CudaDriver> CudaDriver::load(const std::string &library) {
     void *fn = nullptr;
     CUdriverProcAddressQueryResult status = CU_GET_PROC_ADDRESS_SYMBOL_NOT_FOUND;
     CUresult result =
-        getProcAddress(entry.name, &fn, CUDA_VERSION, CU_GET_PROC_ADDRESS_DEFAULT, &status);
+        getProcAddress(entry.name, &fn, entry.version, CU_GET_PROC_ADDRESS_DEFAULT, &status);
     if (result != CUDA_SUCCESS || status != CU_GET_PROC_ADDRESS_SUCCESS || !fn)
       throw Error("the CUDA driver in " + library + " lacks " + entry.name +
                       " (needs a driver for CUDA " + std::to_string(CUDA_VERSION / 1000) + "." +
@@ -46,7 +57,7 @@ std::shared_ptr<const CudaDriver> CudaDriver::load(const std::string &library) {
                   ErrorKind::NoGpu);
     entry.fn = reinterpret_cast<decltype(entry.fn)>(fn);
   };
-#define MOEJIT_RESOLVE_ENTRY(name) resolve(driver->name);
+#define MOEJIT_RESOLVE_ENTRY(name, version) resolve(driver->name);
   MOEJIT_CUDA_DRIVER_ENTRIES(MOEJIT_RESOLVE_ENTRY)
 #undef MOEJIT_RESOLVE_ENTRY
 

@@ -11,56 +11,59 @@
 
 namespace moejit {
 
-// Entry points used, by their unversioned names; cuda.h's macros map each to
-// the versioned symbol whose signature the member's type takes, and the
-// table asks the driver for exactly that version (CUDA_VERSION).
+// Entry points used, each with the API version whose signature cuda.h
+// declares for it (cudaTypedefs.h's PFN_<name>_v<version>; checked at compile
+// time in cuda_driver.cpp). The driver is asked for exactly that version:
+// asking for CUDA_VERSION instead can return a newer entry point with another
+// signature (CUDA 13's cuCtxSynchronize takes a context).
 #define MOEJIT_CUDA_DRIVER_ENTRIES(X)                                                              \
-  X(cuInit)                                                                                        \
-  X(cuDriverGetVersion)                                                                            \
-  X(cuGetErrorName)                                                                                \
-  X(cuGetErrorString)                                                                              \
-  X(cuDeviceGetCount)                                                                              \
-  X(cuDeviceGet)                                                                                   \
-  X(cuDeviceGetAttribute)                                                                          \
-  X(cuDeviceGetName)                                                                               \
-  X(cuDeviceTotalMem)                                                                              \
-  X(cuDevicePrimaryCtxRetain)                                                                      \
-  X(cuDevicePrimaryCtxRelease)                                                                     \
-  X(cuCtxSetCurrent)                                                                               \
-  X(cuCtxSynchronize)                                                                              \
-  X(cuLinkCreate)                                                                                  \
-  X(cuLinkAddData)                                                                                 \
-  X(cuLinkComplete)                                                                                \
-  X(cuLinkDestroy)                                                                                 \
-  X(cuModuleLoadDataEx)                                                                            \
-  X(cuModuleUnload)                                                                                \
-  X(cuModuleGetFunction)                                                                           \
-  X(cuFuncSetAttribute)                                                                            \
-  X(cuFuncGetAttribute)                                                                            \
-  X(cuLaunchKernel)                                                                                \
-  X(cuMemAlloc)                                                                                    \
-  X(cuMemFree)                                                                                     \
-  X(cuMemcpyHtoD)                                                                                  \
-  X(cuMemcpyDtoH)                                                                                  \
-  X(cuMemcpyHtoDAsync)                                                                             \
-  X(cuMemcpyDtoHAsync)                                                                             \
-  X(cuMemsetD8)                                                                                    \
-  X(cuMemsetD32)                                                                                   \
-  X(cuMemsetD8Async)                                                                               \
-  X(cuMemsetD32Async)                                                                              \
-  X(cuStreamCreate)                                                                                \
-  X(cuStreamDestroy)                                                                               \
-  X(cuStreamSynchronize)                                                                           \
-  X(cuEventCreate)                                                                                 \
-  X(cuEventRecord)                                                                                 \
-  X(cuEventSynchronize)                                                                            \
-  X(cuEventElapsedTime)                                                                            \
-  X(cuEventDestroy)
+  X(cuInit, 2000)                                                                                  \
+  X(cuDriverGetVersion, 2020)                                                                      \
+  X(cuGetErrorName, 6000)                                                                          \
+  X(cuGetErrorString, 6000)                                                                        \
+  X(cuDeviceGetCount, 2000)                                                                        \
+  X(cuDeviceGet, 2000)                                                                             \
+  X(cuDeviceGetAttribute, 2000)                                                                    \
+  X(cuDeviceGetName, 2000)                                                                         \
+  X(cuDeviceTotalMem, 3020)                                                                        \
+  X(cuDevicePrimaryCtxRetain, 7000)                                                                \
+  X(cuDevicePrimaryCtxRelease, 11000)                                                              \
+  X(cuCtxSetCurrent, 4000)                                                                         \
+  X(cuCtxSynchronize, 2000)                                                                        \
+  X(cuLinkCreate, 6050)                                                                            \
+  X(cuLinkAddData, 6050)                                                                           \
+  X(cuLinkComplete, 5050)                                                                          \
+  X(cuLinkDestroy, 5050)                                                                           \
+  X(cuModuleLoadDataEx, 2010)                                                                      \
+  X(cuModuleUnload, 2000)                                                                          \
+  X(cuModuleGetFunction, 2000)                                                                     \
+  X(cuFuncSetAttribute, 9000)                                                                      \
+  X(cuFuncGetAttribute, 2020)                                                                      \
+  X(cuLaunchKernel, 4000)                                                                          \
+  X(cuMemAlloc, 3020)                                                                              \
+  X(cuMemFree, 3020)                                                                               \
+  X(cuMemcpyHtoD, 3020)                                                                            \
+  X(cuMemcpyDtoH, 3020)                                                                            \
+  X(cuMemcpyHtoDAsync, 3020)                                                                       \
+  X(cuMemcpyDtoHAsync, 3020)                                                                       \
+  X(cuMemsetD8, 3020)                                                                              \
+  X(cuMemsetD32, 3020)                                                                             \
+  X(cuMemsetD8Async, 3020)                                                                         \
+  X(cuMemsetD32Async, 3020)                                                                        \
+  X(cuStreamCreate, 2000)                                                                          \
+  X(cuStreamDestroy, 4000)                                                                         \
+  X(cuStreamSynchronize, 2000)                                                                     \
+  X(cuEventCreate, 2000)                                                                           \
+  X(cuEventRecord, 2000)                                                                           \
+  X(cuEventSynchronize, 2000)                                                                      \
+  X(cuEventElapsedTime, 12080)                                                                     \
+  X(cuEventDestroy, 4000)
 
 // One resolved entry point and the name it is reported under.
 template <class Fn> struct DriverEntry {
   Fn fn = nullptr;
   const char *name = nullptr;
+  int version = 0; // the API version the driver is asked for
 };
 
 // The loaded driver library and its entry points. Owned through a shared_ptr
@@ -89,7 +92,8 @@ public:
 
   int version() const noexcept { return version_; } // e.g. 13000
 
-#define MOEJIT_DECLARE_ENTRY(name) DriverEntry<decltype(&::name)> name{nullptr, #name};
+#define MOEJIT_DECLARE_ENTRY(name, version)                                             \
+  DriverEntry<decltype(&::name)> name{nullptr, #name, version};
   MOEJIT_CUDA_DRIVER_ENTRIES(MOEJIT_DECLARE_ENTRY)
 #undef MOEJIT_DECLARE_ENTRY
 
