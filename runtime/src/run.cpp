@@ -1,9 +1,10 @@
 #include "runtime/src/run.h"
 
-#include "compiler/backend/compile.h"
 #include "moejit/dsl.h"
 #include "moejit/error.h"
 #include "moejit/knobs.h"
+#include "runtime/api/kernel_compiler.h"
+#include "runtime/api/layer_module.h"
 #include "runtime/src/driver_info.h"
 #include "runtime/src/half.h"
 
@@ -53,29 +54,31 @@ double gemmFlops(const GemmProblem &problem, int64_t totalRows) {
   return 2.0 * fixed * double(totalRows);
 }
 
-CompiledLayer compileLayer(const LayerSpec &layer, const Target &target,
+CompiledLayer compileLayer(KernelCache &cache, const LayerSpec &layer, const Target &target,
                            std::optional<GemmKind> only) {
   CompiledLayer compiled;
-  for (const GemmSpec &gemm : layer.gemms)
-    if (!only || gemm.kind == *only)
-      compiled.problems.push_back(makeGemmProblem(layer, gemm));
-  if (compiled.problems.empty())
-    return compiled;
-  CompileOptions options;
-  options.target = target;
-  options.stage = EmitStage::Ptx;
-  CompileOutput output;
-  std::string error;
-  const auto start = std::chrono::steady_clock::now();
-  if (!compileGemms(compiled.problems, options, output, error))
-    throw Error("compiling layer '" + layer.name + "' for " + target.arch + " failed:\n" + error);
-  compiled.compileMs = millisecondsSince(start);
-  if (output.kernelNames.size() != compiled.problems.size())
-    throw Error(fmt::format("the compiler returned {} kernel names for {} grouped GEMMs",
-                            output.kernelNames.size(), compiled.problems.size()));
-  compiled.kernelNames = std::move(output.kernelNames);
-  compiled.ptx = std::move(output.text);
+  compiled.problems = layerProblems(layer, only);
+  compiled.key.emplace(moduleKey(compiled.problems, target));
+  const std::unique_ptr<KernelCompiler> compiler = makeDefaultKernelCompiler();
+  CachedModule cached;
+  try {
+    cached = compileThroughCache(cache, *compiled.key, compiled.problems, target, compiler.get());
+  } catch (const Error &e) {
+    throw Error("compiling layer '" + layer.name + "' for " + target.arch + " failed:\n" + e.what(),
+                e.kind());
+  }
+  compiled.compileMs = cached.compileMs;
+  compiled.compiled = cached.compiled;
+  compiled.kernelNames = cached.artifact->kernelNames;
+  compiled.ptx = cached.artifact->ptx;
+  compiled.artifact = std::move(cached.artifact);
   return compiled;
+}
+
+CompiledLayer compileLayer(const LayerSpec &layer, const Target &target,
+                           std::optional<GemmKind> only) {
+  KernelCache memoryOnly{KernelCacheOptions{}};
+  return compileLayer(memoryOnly, layer, target, only);
 }
 
 GemmRunResult runGemm(const Gpu &gpu, Function &kernel, const LayerSpec &layer,
@@ -190,6 +193,7 @@ struct RunContext {
   const RunOptions &options;
   std::ostream &out;
   std::ostream &err;
+  KernelCache &cache;
 };
 
 std::string describeLayer(const LayerSpec &layer) {
@@ -209,12 +213,16 @@ bool runLayer(const RunContext &run, const Gpu &gpu, const Target &target, const
              layer.name, describeLayer(layer), options.tokens, rows.rows(), routing.describe(),
              options.seed, emptyExperts, layer.experts);
 
-  const auto linkStart = std::chrono::steady_clock::now();
-  Module module = Module::fromPtx(gpu, compiled.ptx);
-  fmt::print(run.out,
-             "  compiled {} kernel{} for {} in {:.0f} ms, linked and loaded in {:.0f} ms\n",
-             compiled.problems.size(), compiled.problems.size() == 1 ? "" : "s", target.arch,
-             compiled.compileMs, millisecondsSince(linkStart));
+  const auto loadStart = std::chrono::steady_clock::now();
+  LoadedModule loaded = loadModule(gpu, run.cache, *compiled.key, *compiled.artifact);
+  Module &module = loaded.module;
+  const size_t kernels = compiled.problems.size();
+  const std::string origin = compiled.compiled
+                                 ? fmt::format("compiled in {:.0f} ms", compiled.compileMs)
+                                 : std::string("from the kernel cache");
+  fmt::print(run.out, "  {} kernel{} for {} {}, {} in {:.1f} ms\n", kernels,
+             kernels == 1 ? "" : "s", target.arch, origin,
+             loaded.linkedPtx ? "linked and loaded" : "cubin loaded", millisecondsSince(loadStart));
 
   GemmRunSettings settings;
   settings.seed = options.seed;
@@ -278,19 +286,10 @@ int runSpec(const RunContext &run) {
     return kRunUsage;
   }
 
-  std::ifstream in(options.file, std::ios::binary);
-  if (!in) {
-    run.err << "moejit run: error: cannot read '" << options.file << "'\n";
-    return kRunUsage;
-  }
-  std::ostringstream text;
-  text << in.rdbuf();
-  Diagnostics diags(text.str());
-  std::optional<Spec> spec = parseSpec(text.str(), options.file, target, diags);
-  if (!diags.all().empty())
-    run.err << diags.render();
+  int failure = kRunOk;
+  std::optional<Spec> spec = readRunSpec(options.file, target, run.err, failure);
   if (!spec)
-    return kRunBadInput;
+    return failure;
 
   std::vector<const LayerSpec *> layers;
   for (const LayerSpec &layer : spec->layers)
@@ -302,15 +301,17 @@ int runSpec(const RunContext &run) {
   }
 
   std::vector<CompiledLayer> compiled;
-  size_t kernels = 0;
+  size_t kernels = 0, cachedKernels = 0;
   for (const LayerSpec *layer : layers) {
     try {
-      compiled.push_back(compileLayer(*layer, target, onlyGemm));
+      compiled.push_back(compileLayer(run.cache, *layer, target, onlyGemm));
     } catch (const Error &e) {
       run.err << "moejit run: error: " << e.what() << "\n";
       return kRunBadInput;
     }
     kernels += compiled.back().problems.size();
+    if (!compiled.back().compiled)
+      cachedKernels += compiled.back().problems.size();
   }
 
   std::optional<Gpu> gpu;
@@ -320,8 +321,9 @@ int runSpec(const RunContext &run) {
     if (e.kind() != ErrorKind::NoGpu)
       throw;
     fmt::print(run.out,
-               "no GPU: compiled {} kernel{} to PTX for {}, cannot run them here\n  ({})\n",
-               kernels, kernels == 1 ? "" : "s", target.arch, e.what());
+               "no GPU: compiled {} kernel{} to PTX for {} ({} from the kernel cache), cannot "
+               "run them here\n  ({})\n",
+               kernels, kernels == 1 ? "" : "s", target.arch, cachedKernels, e.what());
     return kRunOk;
   }
   fmt::print(run.out, "GPU: {} ({} SMs), target {}\n", gpu->properties().name,
@@ -336,9 +338,29 @@ int runSpec(const RunContext &run) {
 
 } // namespace
 
+std::optional<Spec> readRunSpec(const std::string &file, const Target &target, std::ostream &err,
+                                int &failure) {
+  std::ifstream in(file, std::ios::binary);
+  if (!in) {
+    err << "moejit run: error: cannot read '" << file << "'\n";
+    failure = kRunUsage;
+    return std::nullopt;
+  }
+  std::ostringstream text;
+  text << in.rdbuf();
+  Diagnostics diags(text.str());
+  std::optional<Spec> spec = parseSpec(text.str(), file, target, diags);
+  if (!diags.all().empty())
+    err << diags.render();
+  if (!spec)
+    failure = kRunBadInput;
+  return spec;
+}
+
 int runCommand(const RunOptions &options, std::ostream &out, std::ostream &err) {
   try {
-    return runSpec(RunContext{options, out, err});
+    KernelCache cache(KernelCacheOptions::fromKnobs(Knobs::fromEnvironment()));
+    return runSpec(RunContext{options, out, err, cache});
   } catch (const std::exception &e) {
     err << "moejit run: error: " << e.what() << "\n";
     return kRunUsage;

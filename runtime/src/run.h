@@ -5,6 +5,7 @@
 
 #include "moejit/problem.h"
 #include "moejit/spec.h"
+#include "runtime/cache/kernel_cache.h"
 #include "runtime/src/module.h"
 #include "runtime/src/reference.h"
 #include "runtime/src/routing.h"
@@ -43,15 +44,28 @@ inline constexpr int kRunCheckFailed = 3; // a kernel failed its check
 
 int runCommand(const RunOptions &options, std::ostream &out, std::ostream &err);
 
+// Reads and checks the spec of a run for `target`. On failure prints why
+// (diagnostics included) to `err`, sets `failure` to kRunUsage (unreadable)
+// or kRunBadInput (invalid) and returns nullopt.
+std::optional<Spec> readRunSpec(const std::string &file, const Target &target, std::ostream &err,
+                                int &failure);
+
 // The grouped GEMMs of one layer compiled into one PTX module.
 struct CompiledLayer {
   std::vector<GemmProblem> problems;
   std::vector<std::string> kernelNames; // the compiler's, one per problem
   std::string ptx;
-  double compileMs = 0;
+  double compileMs = 0;  // 0 when the kernel cache had it
+  bool compiled = false; // false: served by the kernel cache
+  std::optional<CacheKey> key;
+  ArtifactPtr artifact; // the cache's entry (PTX, and a cubin when one was linked)
 };
-// Compiles the layer's GEMMs (only `only` when given). Throws Error with the
-// compiler's message.
+// Compiles the layer's GEMMs (only `only` when given) through `cache`
+// (memory, disk, then the compiler; a miss throws in strict mode). Throws
+// Error with the compiler's message.
+CompiledLayer compileLayer(KernelCache &cache, const LayerSpec &layer, const Target &target,
+                           std::optional<GemmKind> only = std::nullopt);
+// The same through a memory-only cache of its own.
 CompiledLayer compileLayer(const LayerSpec &layer, const Target &target,
                            std::optional<GemmKind> only = std::nullopt);
 

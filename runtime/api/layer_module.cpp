@@ -1,0 +1,63 @@
+#include "runtime/api/layer_module.h"
+
+#include "moejit/error.h"
+
+#include <chrono>
+
+namespace moejit {
+
+std::vector<GemmProblem> layerProblems(const LayerSpec &layer, std::optional<GemmKind> only) {
+  std::vector<GemmProblem> problems;
+  for (const GemmSpec &gemm : layer.gemms)
+    if (!only || gemm.kind == *only)
+      problems.push_back(makeGemmProblem(layer, gemm));
+  if (problems.empty())
+    throw Error("layer '" + layer.name + "' has no " +
+                (only ? std::string(toString(*only)) + " GEMM"
+                      : std::string("grouped GEMMs: resolve the Spec first "
+                                    "(resolveSpecOrThrow or Runtime::resolve)")));
+  return problems;
+}
+
+CacheKey moduleKey(const std::vector<GemmProblem> &problems, const Target &target) {
+  return CacheKey(currentKeyFields(problems, target));
+}
+
+CachedModule compileThroughCache(KernelCache &cache, const CacheKey &key,
+                                 const std::vector<GemmProblem> &problems, const Target &target,
+                                 const KernelCompiler *compiler) {
+  CachedModule result;
+  result.artifact = cache.getOrCompile(key, [&] {
+    if (!compiler)
+      throw Error("kernel cache miss: " + key.description() +
+                  " is not in the kernel cache, and this moejit runtime has no compiler; "
+                  "fill the cache with `moejit precompile FILE --arch=" +
+                  target.arch + "`");
+    const auto start = std::chrono::steady_clock::now();
+    KernelArtifact artifact = compiler->compile(problems, target);
+    result.compileMs =
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+    result.compiled = true;
+    return artifact;
+  });
+  if (result.artifact->kernelNames.size() != problems.size())
+    throw Error("kernel cache entry " + key.hex() + " holds " +
+                std::to_string(result.artifact->kernelNames.size()) + " kernels for " +
+                std::to_string(problems.size()) + " grouped GEMMs");
+  return result;
+}
+
+LoadedModule loadModule(const Gpu &gpu, KernelCache &cache, const CacheKey &key,
+                        const KernelArtifact &artifact) {
+  const int driverVersion = gpu.driver().version();
+  if (const std::vector<char> *cubin = artifact.cubinFor(driverVersion))
+    return LoadedModule{Module::fromCubin(gpu, *cubin), false};
+  KernelArtifact linked = artifact;
+  linked.cubin = linkPtxToCubin(gpu, artifact.ptx);
+  linked.cubinDriverVersion = driverVersion;
+  Module module = Module::fromCubin(gpu, linked.cubin);
+  cache.store(key, std::move(linked));
+  return LoadedModule{std::move(module), true};
+}
+
+} // namespace moejit

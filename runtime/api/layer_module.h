@@ -1,0 +1,47 @@
+// A layer's grouped GEMMs as one cached module: the problems, the cache key,
+// the compile through the cache and the load on a GPU. Shared by the public
+// Runtime and `moejit run`; includes no compiler header (the JIT is reached
+// through KernelCompiler).
+#pragma once
+
+#include "moejit/problem.h"
+#include "moejit/spec.h"
+#include "runtime/api/kernel_compiler.h"
+#include "runtime/cache/kernel_cache.h"
+#include "runtime/src/module.h"
+
+#include <optional>
+#include <vector>
+
+namespace moejit {
+
+// The problems of the layer's GEMMs in spec order (only `only` when given).
+// Throws Error when the layer has none (an unresolved Spec).
+std::vector<GemmProblem> layerProblems(const LayerSpec &layer,
+                                       std::optional<GemmKind> only = std::nullopt);
+
+// The cache key of the module holding `problems` for `target`.
+CacheKey moduleKey(const std::vector<GemmProblem> &problems, const Target &target);
+
+struct CachedModule {
+  ArtifactPtr artifact;
+  bool compiled = false; // this call ran the compiler
+  double compileMs = 0;
+};
+// Memory, then disk, then `compiler` (null: a miss is an error naming
+// `moejit precompile`). Strict mode is the cache's.
+CachedModule compileThroughCache(KernelCache &cache, const CacheKey &key,
+                                 const std::vector<GemmProblem> &problems, const Target &target,
+                                 const KernelCompiler *compiler);
+
+struct LoadedModule {
+  Module module;
+  bool linkedPtx = false; // no cubin of this driver was cached
+};
+// Loads `artifact` on `gpu` (its context must be current): from the cached
+// cubin when this driver linked it, else links the PTX and stores the
+// artifact back with the cubin, so the next process skips the link.
+LoadedModule loadModule(const Gpu &gpu, KernelCache &cache, const CacheKey &key,
+                        const KernelArtifact &artifact);
+
+} // namespace moejit

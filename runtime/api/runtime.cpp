@@ -1,0 +1,397 @@
+// The public C++ API (moejit/moejit.h) over the runtime core, the kernel
+// cache and the KernelCompiler seam. No compiler header is included here.
+#include "moejit/moejit.h"
+
+#include "moejit/knobs.h"
+#include "moejit/problem.h"
+#include "runtime/api/kernel_compiler.h"
+#include "runtime/api/launch_check.h"
+#include "runtime/api/layer_module.h"
+#include "runtime/cache/kernel_cache.h"
+#include "runtime/src/device.h"
+#include "runtime/src/driver_info.h"
+#include "runtime/src/module.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <exception>
+#include <fstream>
+#include <future>
+#include <mutex>
+#include <sstream>
+#include <unordered_map>
+
+namespace moejit {
+
+Spec parseSpecText(std::string_view text, const Target &target, std::string_view filename) {
+  Diagnostics diags{std::string(text)};
+  std::optional<Spec> spec = parseSpec(text, filename, target, diags);
+  if (!spec)
+    throw Error(diags.render());
+  return std::move(*spec);
+}
+
+Spec parseSpecFile(const std::string &path, const Target &target) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in)
+    throw Error("cannot read '" + path + "': " + std::strerror(errno));
+  std::ostringstream text;
+  text << in.rdbuf();
+  return parseSpecText(text.str(), target, path);
+}
+
+void resolveSpecOrThrow(Spec &spec, const Target &target) {
+  Diagnostics diags;
+  if (!resolveSpec(spec, target, diags))
+    throw Error(diags.render());
+}
+
+namespace detail {
+
+// One grouped GEMM of a loaded module. Owned by its LoadedLayer; a
+// GroupedGemm holds it through an aliasing pointer that keeps the layer's
+// module loaded.
+struct LoadedGemm {
+  GemmProblem problem;
+  Function function;
+  Target target;
+  GemmOperands operands;
+  CUcontext context = nullptr;
+};
+
+struct LoadedLayer {
+  Module module;
+  std::vector<LoadedGemm> gemms;
+};
+
+struct DeviceMemoryState {
+  Gpu gpu;
+  DeviceBuffer buffer;
+};
+
+struct StreamState {
+  Gpu gpu;
+  Stream stream;
+};
+
+struct RuntimeState {
+  Knobs knobs;
+  Target target;
+  int device = 0;
+  std::unique_ptr<KernelCompiler> compiler;
+  std::unique_ptr<KernelCache> cache;
+
+  mutable std::mutex gpuMutex;
+  mutable std::optional<Gpu> gpu;
+
+  // Loaded modules by cache key; a shared_future so that concurrent
+  // kernels() calls for one layer load it once.
+  using LayerFuture = std::shared_future<std::shared_ptr<const LoadedLayer>>;
+  std::mutex layersMutex;
+  std::unordered_map<std::string, LayerFuture> layers;
+  // Layers already loaded, by value: a repeated kernels() call skips the
+  // cache key (canonical JSON + hash, tens of microseconds).
+  std::vector<std::pair<LayerSpec, std::shared_ptr<const LoadedLayer>>> loadedLayers;
+  std::atomic<uint64_t> modulesLoaded{0}, ptxLinks{0};
+
+  explicit RuntimeState(const RuntimeOptions &options);
+
+  // Opens the GPU on first use (Error(NoGpu) without one; retried next time)
+  // and makes its context current on the calling thread.
+  const Gpu &openGpu() const;
+  std::shared_ptr<const LoadedLayer> loadLayer(const CacheKey &key,
+                                               const std::vector<GemmProblem> &problems);
+  std::shared_ptr<const LoadedLayer> buildLayer(const CacheKey &key,
+                                                const std::vector<GemmProblem> &problems);
+  LayerKernels kernels(const LayerSpec &layer);
+  DeviceMemory allocate(size_t bytes) const;
+  CudaStream createStream() const;
+};
+
+RuntimeState::RuntimeState(const RuntimeOptions &options)
+    : knobs(Knobs::fromEnvironment()), device(options.device),
+      compiler(makeDefaultKernelCompiler()) {
+  if (options.cacheDir)
+    knobs.cacheDir = *options.cacheDir;
+  if (options.strict)
+    knobs.strict = *options.strict;
+  if (!compiler)
+    knobs.strict = true;
+  if (!options.cudaDriver.empty())
+    knobs.cudaDriver = options.cudaDriver;
+  try {
+    target = runTarget(options.arch, knobs);
+  } catch (const std::invalid_argument &e) {
+    throw Error(e.what());
+  }
+  KernelCacheOptions cacheOptions = KernelCacheOptions::fromKnobs(knobs);
+  cacheOptions.maxBytes = options.cacheMaxBytes;
+  cache = std::make_unique<KernelCache>(std::move(cacheOptions));
+}
+
+const Gpu &RuntimeState::openGpu() const {
+  std::lock_guard lock(gpuMutex);
+  if (!gpu)
+    gpu.emplace(knobs.cudaDriver, device);
+  else
+    gpu->makeCurrent();
+  return *gpu;
+}
+
+std::shared_ptr<const LoadedLayer>
+RuntimeState::buildLayer(const CacheKey &key, const std::vector<GemmProblem> &problems) {
+  const Gpu &device = openGpu();
+  const CachedModule cached = compileThroughCache(*cache, key, problems, target, compiler.get());
+  LoadedModule loaded = loadModule(device, *cache, key, *cached.artifact);
+  ++modulesLoaded;
+  if (loaded.linkedPtx)
+    ++ptxLinks;
+  auto layer = std::make_shared<LoadedLayer>(LoadedLayer{std::move(loaded.module), {}});
+  layer->gemms.reserve(problems.size());
+  for (size_t i = 0; i < problems.size(); ++i) {
+    Function function = layer->module.function(cached.artifact->kernelNames[i]);
+    // Raised once here, so that launches from many threads never touch it.
+    function.reserveDynamicShared(launchShape(problems[i], 1, target).sharedBytes);
+    layer->gemms.push_back(LoadedGemm{problems[i], std::move(function), target,
+                                      requiredOperands(problems[i]), device.context()->context});
+  }
+  return layer;
+}
+
+std::shared_ptr<const LoadedLayer>
+RuntimeState::loadLayer(const CacheKey &key, const std::vector<GemmProblem> &problems) {
+  std::promise<std::shared_ptr<const LoadedLayer>> promise;
+  LayerFuture future;
+  bool builder = false;
+  {
+    std::lock_guard lock(layersMutex);
+    auto [it, inserted] = layers.try_emplace(key.hex());
+    if (inserted) {
+      it->second = promise.get_future().share();
+      builder = true;
+    }
+    future = it->second;
+  }
+  if (!builder)
+    return future.get();
+  try {
+    std::shared_ptr<const LoadedLayer> layer = buildLayer(key, problems);
+    promise.set_value(layer);
+    return layer;
+  } catch (...) {
+    promise.set_exception(std::current_exception());
+    std::lock_guard lock(layersMutex);
+    layers.erase(key.hex()); // the next call retries
+    throw;
+  }
+}
+
+LayerKernels RuntimeState::kernels(const LayerSpec &layer) {
+  std::shared_ptr<const LoadedLayer> loaded;
+  {
+    std::lock_guard lock(layersMutex);
+    for (const auto &[spec, known] : loadedLayers)
+      if (spec == layer)
+        loaded = known;
+  }
+  if (!loaded) {
+    const std::vector<GemmProblem> problems = layerProblems(layer);
+    loaded = loadLayer(moduleKey(problems, target), problems);
+    std::lock_guard lock(layersMutex);
+    if (std::none_of(loadedLayers.begin(), loadedLayers.end(),
+                     [&](const auto &known) { return known.first == layer; }))
+      loadedLayers.emplace_back(layer, loaded);
+  }
+  LayerKernels kernels;
+  kernels.layerName_ = layer.name;
+  for (const LoadedGemm &gemm : loaded->gemms)
+    kernels.gemms_.push_back(GroupedGemm(std::shared_ptr<const LoadedGemm>(loaded, &gemm)));
+  return kernels;
+}
+
+DeviceMemory RuntimeState::allocate(size_t bytes) const {
+  const Gpu &device = openGpu();
+  DeviceMemory memory;
+  memory.state_ =
+      std::make_unique<DeviceMemoryState>(DeviceMemoryState{device, device.allocate(bytes)});
+  return memory;
+}
+
+CudaStream RuntimeState::createStream() const {
+  const Gpu &device = openGpu();
+  CudaStream stream;
+  stream.state_ = std::make_unique<StreamState>(StreamState{device, device.createStream()});
+  return stream;
+}
+
+} // namespace detail
+
+// GroupedGemm
+
+GemmKind GroupedGemm::kind() const { return gemm_->problem.kind; }
+const std::string &GroupedGemm::kernelName() const { return gemm_->function.name(); }
+GemmOperands GroupedGemm::operands() const { return gemm_->operands; }
+
+void GroupedGemm::launch(const GemmArgs &args, void *stream) const {
+  const detail::LoadedGemm &gemm = *gemm_;
+  checkLaunchArgs(gemm.problem, args, gemm.function.name());
+  const LaunchShape shape = launchShape(gemm.problem, args.totalRows, gemm.target);
+  for (unsigned extent : shape.grid)
+    if (extent == 0)
+      return;
+  auto pointer = [](const void *p) {
+    return static_cast<CUdeviceptr>(reinterpret_cast<uintptr_t>(p));
+  };
+  CUdeviceptr a = pointer(args.a), b = pointer(args.b), c = pointer(args.c),
+              auxIn = pointer(args.auxIn), auxOut = pointer(args.auxOut),
+              offsets = pointer(args.offsets), gather = pointer(args.gather),
+              scale = pointer(args.scale);
+  int32_t totalRows = static_cast<int32_t>(args.totalRows);
+  void *params[] = {&a, &b, &c, &auxIn, &auxOut, &offsets, &gather, &scale, &totalRows};
+  static_assert(std::size(params) == static_cast<size_t>(KernelArg::Count));
+  const CudaDriver &cu = gemm.function.driver();
+  auto enqueue = [&] {
+    return cu.cuLaunchKernel.fn(gemm.function.handle(), shape.grid[0], shape.grid[1], shape.grid[2],
+                                shape.block[0], shape.block[1], shape.block[2], shape.sharedBytes,
+                                static_cast<CUstream>(stream), params, nullptr);
+  };
+  CUresult result = enqueue();
+  // A host thread with no current context (one that never touched CUDA):
+  // make the device's primary context, the one the CUDA runtime uses, current.
+  if (result == CUDA_ERROR_INVALID_CONTEXT) {
+    cu.call(cu.cuCtxSetCurrent, gemm.context);
+    result = enqueue();
+  }
+  if (result != CUDA_SUCCESS)
+    throw Error("cuLaunchKernel of '" + gemm.function.name() + "' (" +
+                    std::string(toString(gemm.problem.kind)) + ", " +
+                    std::to_string(args.totalRows) + " rows) failed: " + cu.describe(result),
+                ErrorKind::CudaCall);
+}
+
+// LayerKernels
+
+bool LayerKernels::has(GemmKind kind) const {
+  for (const GroupedGemm &gemm : gemms_)
+    if (gemm.kind() == kind)
+      return true;
+  return false;
+}
+
+const GroupedGemm &LayerKernels::operator[](GemmKind kind) const {
+  for (const GroupedGemm &gemm : gemms_)
+    if (gemm.kind() == kind)
+      return gemm;
+  throw Error("layer '" + layerName_ + "' has no " + std::string(toString(kind)) +
+              " GEMM; its spec lists the GEMMs it compiles");
+}
+
+// DeviceMemory
+
+DeviceMemory::DeviceMemory() noexcept = default;
+DeviceMemory::DeviceMemory(DeviceMemory &&) noexcept = default;
+DeviceMemory &DeviceMemory::operator=(DeviceMemory &&) noexcept = default;
+DeviceMemory::~DeviceMemory() = default;
+
+void *DeviceMemory::data() const {
+  return state_ ? reinterpret_cast<void *>(static_cast<uintptr_t>(state_->buffer.pointer()))
+                : nullptr;
+}
+size_t DeviceMemory::bytes() const { return state_ ? state_->buffer.bytes() : 0; }
+
+void DeviceMemory::upload(const void *host, size_t bytes) {
+  if (!state_)
+    throw Error("upload to an empty DeviceMemory");
+  state_->gpu.makeCurrent();
+  state_->buffer.upload(host, bytes);
+}
+void DeviceMemory::download(void *host, size_t bytes) const {
+  if (!state_)
+    throw Error("download from an empty DeviceMemory");
+  state_->gpu.makeCurrent();
+  state_->buffer.download(host, bytes);
+}
+void DeviceMemory::fill(uint8_t byte) {
+  if (!state_)
+    throw Error("fill of an empty DeviceMemory");
+  state_->gpu.makeCurrent();
+  state_->buffer.fillBytes(byte);
+}
+
+// CudaStream
+
+CudaStream::CudaStream() noexcept = default;
+CudaStream::CudaStream(CudaStream &&) noexcept = default;
+CudaStream &CudaStream::operator=(CudaStream &&) noexcept = default;
+CudaStream::~CudaStream() = default;
+
+void *CudaStream::handle() const { return state_ ? state_->stream.handle() : nullptr; }
+void CudaStream::synchronize() const {
+  if (!state_)
+    throw Error("synchronize of an empty CudaStream");
+  state_->gpu.makeCurrent();
+  state_->stream.synchronize();
+}
+
+// Runtime
+
+Runtime::Runtime(RuntimeOptions options)
+    : state_(std::make_unique<detail::RuntimeState>(options)) {}
+Runtime::Runtime(Runtime &&) noexcept = default;
+Runtime &Runtime::operator=(Runtime &&) noexcept = default;
+Runtime::~Runtime() = default;
+
+const Target &Runtime::target() const { return state_->target; }
+bool Runtime::strict() const { return state_->knobs.strict; }
+bool Runtime::hasCompiler() const { return state_->compiler != nullptr; }
+std::string Runtime::cacheDirectory() const {
+  return state_->cache->diskEnabled() ? state_->cache->directory() : std::string();
+}
+
+bool Runtime::hasGpu() const {
+  try {
+    state_->openGpu();
+    return true;
+  } catch (const Error &e) {
+    if (e.kind() == ErrorKind::NoGpu)
+      return false;
+    throw;
+  }
+}
+
+Spec Runtime::parseSpec(std::string_view text, std::string_view filename) const {
+  return parseSpecText(text, state_->target, filename);
+}
+Spec Runtime::readSpec(const std::string &path) const {
+  return parseSpecFile(path, state_->target);
+}
+void Runtime::resolve(Spec &spec) const { resolveSpecOrThrow(spec, state_->target); }
+
+LayerKernels Runtime::kernels(const LayerSpec &layer) { return state_->kernels(layer); }
+
+bool Runtime::precompile(const LayerSpec &layer) {
+  const std::vector<GemmProblem> problems = layerProblems(layer);
+  const CacheKey key = moduleKey(problems, state_->target);
+  return compileThroughCache(*state_->cache, key, problems, state_->target, state_->compiler.get())
+      .compiled;
+}
+
+DeviceMemory Runtime::allocate(size_t bytes) const { return state_->allocate(bytes); }
+CudaStream Runtime::createStream() const { return state_->createStream(); }
+
+RuntimeStats Runtime::stats() const {
+  const KernelCacheStats cache = state_->cache->stats();
+  RuntimeStats stats;
+  stats.memoryHits = cache.memoryHits;
+  stats.diskHits = cache.diskHits;
+  stats.misses = cache.misses;
+  stats.compiles = cache.compiles;
+  stats.discarded = cache.discarded;
+  stats.modulesLoaded = state_->modulesLoaded;
+  stats.ptxLinks = state_->ptxLinks;
+  return stats;
+}
+
+} // namespace moejit

@@ -1,0 +1,216 @@
+// CPU tier of the public C++ API: spec helpers and their errors, launch
+// argument checks, the Runtime over the disk cache, strict mode, and
+// concurrent requests compiling once. No GPU needed.
+#include "moejit/moejit.h"
+
+#include "runtime/api/launch_check.h"
+#include "tests/unit/api/api_test_support.h"
+
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <limits>
+#include <thread>
+#include <vector>
+
+namespace moejit {
+namespace {
+
+using testing::kTinySpec;
+using testing::ScratchDir;
+
+const Target kHopper = Target::fromArch("sm_90a");
+
+RuntimeOptions optionsFor(const ScratchDir &dir, std::optional<bool> strict = false) {
+  RuntimeOptions options;
+  options.cacheDir = dir.cache();
+  options.strict = strict;
+  options.arch = "sm_90a";
+  return options;
+}
+
+std::string messageOf(const std::function<void()> &call) {
+  try {
+    call();
+  } catch (const Error &e) {
+    return e.what();
+  }
+  ADD_FAILURE() << "no moejit::Error thrown";
+  return {};
+}
+
+TEST(SpecHelpers, ParseErrorsCarryTheRenderedDiagnostics) {
+  const std::string message =
+      messageOf([] { parseSpecText("layer x {\n  experts = -3\n}\n", kHopper, "x.moe"); });
+  EXPECT_NE(message.find("x.moe:2:"), std::string::npos) << message;
+  EXPECT_NE(message.find("error:"), std::string::npos) << message;
+}
+
+TEST(SpecHelpers, ParsesTextAndFiles) {
+  const Spec spec = parseSpecText(kTinySpec, kHopper);
+  ASSERT_EQ(spec.layers.size(), 1u);
+  EXPECT_EQ(spec.layers[0].gemms.size(), 2u);
+  ScratchDir dir;
+  const std::string path = dir.path() + "/tiny.moe";
+  std::ofstream(path) << kTinySpec;
+  EXPECT_EQ(parseSpecFile(path, kHopper), spec);
+  EXPECT_NE(
+      messageOf([&] { parseSpecFile(dir.path() + "/none.moe", kHopper); }).find("cannot read"),
+      std::string::npos);
+}
+
+TEST(SpecHelpers, ResolveChecksSpecsBuiltInCpp) {
+  Spec spec;
+  LayerSpec layer;
+  layer.name = "cpp";
+  layer.experts = 8;
+  layer.hidden = 256;
+  layer.intermediate = 128;
+  layer.router.topK = 2;
+  spec.layers.push_back(layer);
+  resolveSpecOrThrow(spec, kHopper);
+  EXPECT_EQ(spec.layers[0].gemms.size(), 6u);
+  spec.layers[0].router.topK = 100;
+  EXPECT_FALSE(messageOf([&] { resolveSpecOrThrow(spec, kHopper); }).empty());
+}
+
+GemmProblem problemOf(GemmKind kind) {
+  const Spec spec = parseSpecText("layer all { experts = 8; hidden = 256; intermediate = 128; "
+                                  "router { top_k = 2 } }",
+                                  kHopper);
+  return makeGemmProblem(spec.layers[0], *spec.layers[0].gemm(kind));
+}
+
+TEST(LaunchCheck, RequiredOperandsFollowTheAbi) {
+  const GemmOperands up = requiredOperands(problemOf(GemmKind::UpProj));
+  EXPECT_TRUE(up.auxOut && up.gather);
+  EXPECT_FALSE(up.auxIn || up.scale);
+  const GemmOperands down = requiredOperands(problemOf(GemmKind::DownProj));
+  EXPECT_TRUE(down.scale);
+  EXPECT_FALSE(down.auxIn || down.auxOut || down.gather);
+  const GemmOperands dh = requiredOperands(problemOf(GemmKind::DH));
+  EXPECT_TRUE(dh.auxIn && dh.auxOut && dh.gather && dh.scale);
+}
+
+TEST(LaunchCheck, RejectsNullMisalignedAndOutOfRangeArguments) {
+  const GemmProblem down = problemOf(GemmKind::DownProj);
+  alignas(16) static char storage[64];
+  GemmArgs args;
+  args.a = args.b = args.c = storage;
+  args.offsets = reinterpret_cast<const int32_t *>(storage);
+  args.scale = reinterpret_cast<const float *>(storage);
+  args.totalRows = 7;
+  EXPECT_NO_THROW(checkLaunchArgs(down, args, "k"));
+
+  GemmArgs noScale = args;
+  noScale.scale = nullptr;
+  EXPECT_NE(messageOf([&] { checkLaunchArgs(down, noScale, "k"); }).find("'scale' is null"),
+            std::string::npos);
+  GemmArgs misaligned = args;
+  misaligned.b = storage + 8;
+  EXPECT_NE(messageOf([&] { checkLaunchArgs(down, misaligned, "k"); }).find("'b' (0x"),
+            std::string::npos);
+  GemmArgs vector = args;
+  vector.offsets = reinterpret_cast<const int32_t *>(storage + 4); // 4-byte aligned: fine
+  EXPECT_NO_THROW(checkLaunchArgs(down, vector, "k"));
+  vector.offsets = reinterpret_cast<const int32_t *>(storage + 2);
+  EXPECT_NE(messageOf([&] { checkLaunchArgs(down, vector, "k"); }).find("4-byte aligned"),
+            std::string::npos);
+  GemmArgs negative = args;
+  negative.totalRows = -1;
+  EXPECT_NE(messageOf([&] { checkLaunchArgs(down, negative, "k"); }).find("negative"),
+            std::string::npos);
+  GemmArgs huge = args;
+  huge.totalRows = int64_t(std::numeric_limits<int32_t>::max()) + 1;
+  EXPECT_NE(messageOf([&] { checkLaunchArgs(down, huge, "k"); }).find("INT32_MAX"),
+            std::string::npos);
+  GemmArgs empty = args;
+  empty.totalRows = 0;
+  EXPECT_NO_THROW(checkLaunchArgs(down, empty, "k"));
+}
+
+TEST(Runtime, CompilesOnceThenHitsMemoryAndDisk) {
+  ScratchDir dir;
+  Runtime first(optionsFor(dir));
+  EXPECT_TRUE(first.hasCompiler());
+  EXPECT_EQ(first.cacheDirectory(), dir.cache());
+  const Spec spec = first.parseSpec(kTinySpec);
+  EXPECT_TRUE(first.precompile(spec.layers[0]));
+  EXPECT_FALSE(first.precompile(spec.layers[0]));
+  RuntimeStats stats = first.stats();
+  EXPECT_EQ(stats.compiles, 1u);
+  EXPECT_EQ(stats.memoryHits, 1u);
+
+  Runtime second(optionsFor(dir, true));
+  EXPECT_TRUE(second.strict());
+  EXPECT_FALSE(second.precompile(spec.layers[0]));
+  stats = second.stats();
+  EXPECT_EQ(stats.diskHits, 1u);
+  EXPECT_EQ(stats.compiles, 0u);
+}
+
+TEST(Runtime, StrictModeMissNamesPrecompile) {
+  ScratchDir dir;
+  Runtime runtime(optionsFor(dir, true));
+  const Spec spec = runtime.parseSpec(kTinySpec);
+  const std::string message = messageOf([&] { runtime.precompile(spec.layers[0]); });
+  EXPECT_NE(message.find("strict mode"), std::string::npos) << message;
+  EXPECT_NE(message.find("moejit precompile"), std::string::npos) << message;
+  EXPECT_EQ(runtime.stats().compiles, 0u);
+}
+
+TEST(Runtime, StrictKnobAndItsOverride) {
+  ScratchDir dir;
+  ::setenv("MOEJIT_STRICT", "1", 1);
+  RuntimeOptions fromKnob = optionsFor(dir, std::nullopt);
+  EXPECT_TRUE(Runtime(fromKnob).strict());
+  EXPECT_FALSE(Runtime(optionsFor(dir, false)).strict());
+  ::unsetenv("MOEJIT_STRICT");
+  EXPECT_FALSE(Runtime(fromKnob).strict());
+}
+
+TEST(Runtime, BadArchIsAnError) {
+  RuntimeOptions options;
+  options.cacheDir = "";
+  options.arch = "sm_1";
+  EXPECT_FALSE(messageOf([&] { Runtime runtime(options); }).empty());
+}
+
+TEST(Runtime, ConcurrentRequestsCompileOnce) {
+  ScratchDir dir;
+  Runtime runtime(optionsFor(dir));
+  const Spec spec = runtime.parseSpec(kTinySpec);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 8; ++i)
+    threads.emplace_back([&] { runtime.precompile(spec.layers[0]); });
+  for (std::thread &thread : threads)
+    thread.join();
+  EXPECT_EQ(runtime.stats().compiles, 1u);
+}
+
+TEST(Runtime, KernelsWithoutAGpuSayWhy) {
+  ScratchDir dir;
+  RuntimeOptions options = optionsFor(dir);
+  options.cudaDriver = "libcuda-that-does-not-exist.so";
+  Runtime runtime(options);
+  EXPECT_FALSE(runtime.hasGpu());
+  const Spec spec = runtime.parseSpec(kTinySpec);
+  try {
+    runtime.kernels(spec.layers[0]);
+    FAIL() << "kernels() without a driver returned";
+  } catch (const Error &e) {
+    EXPECT_EQ(e.kind(), ErrorKind::NoGpu) << e.what();
+  }
+  EXPECT_THROW(runtime.allocate(16), Error);
+}
+
+TEST(Runtime, UnresolvedLayerIsAnError) {
+  Runtime runtime(RuntimeOptions{.cacheDir = "", .arch = "sm_90a"});
+  LayerSpec raw;
+  raw.name = "raw";
+  EXPECT_NE(messageOf([&] { runtime.precompile(raw); }).find("resolve"), std::string::npos);
+}
+
+} // namespace
+} // namespace moejit
