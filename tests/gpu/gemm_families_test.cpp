@@ -28,6 +28,11 @@ struct Case {
   std::string routing;
 };
 
+// Readable parameters in test listings instead of gtest's byte dump.
+void PrintTo(const Case &c, std::ostream *os) {
+  *os << c.example << " T=" << c.tokens << " " << c.routing;
+}
+
 std::vector<fs::path> examples() {
   std::vector<fs::path> files;
   const fs::path dir = fs::path(MOEJIT_SOURCE_DIR) / "examples";

@@ -1,10 +1,13 @@
-// The moejit command line: check, fmt, compile, run, info.
+// The moejit command line: check, fmt, compile, run, precompile, cache, info.
 #include "compiler/backend/compile.h"
 #include "moejit/dsl.h"
 #include "moejit/knobs.h"
+#include "moejit/moejit.h"
 #include "moejit/problem.h"
 #include "moejit/version.h"
+#include "runtime/cache/kernel_cache.h"
 #include "runtime/src/driver_info.h"
+#include "runtime/layer/forward_job.h"
 #include "runtime/src/run.h"
 
 #include <CLI/CLI.hpp>
@@ -12,12 +15,15 @@
 #include <nlohmann/json.hpp>
 
 #include <cerrno>
+#include <chrono>
 #include <cstring>
+#include <ctime>
 #include <fstream>
 #include <iostream>
 #include <optional>
 #include <sstream>
 #include <string>
+#include <vector>
 
 namespace {
 
@@ -31,8 +37,7 @@ constexpr int kExitUsage = 2;
 std::optional<std::string> readFile(const std::string &path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) {
-    std::cerr << fmt::format("moejit: error: cannot read '{}': {}\n", path,
-                             std::strerror(errno));
+    std::cerr << fmt::format("moejit: error: cannot read '{}': {}\n", path, std::strerror(errno));
     return std::nullopt;
   }
   std::ostringstream text;
@@ -48,8 +53,7 @@ bool writeOutput(const std::string &path, const std::string &text) {
   std::ofstream out(path, std::ios::binary);
   out << text;
   if (!out) {
-    std::cerr << fmt::format("moejit: error: cannot write '{}': {}\n", path,
-                             std::strerror(errno));
+    std::cerr << fmt::format("moejit: error: cannot write '{}': {}\n", path, std::strerror(errno));
     return false;
   }
   return true;
@@ -106,8 +110,8 @@ int cmdCheck(const std::string &file, const std::string &archFlag, const Knobs &
   for (const LayerSpec &layer : spec->layers)
     gemms += layer.gemms.size();
   std::cout << fmt::format("{}: ok ({} layer{}, {} grouped GEMM{}, target {})\n", file,
-                           spec->layers.size(), spec->layers.size() == 1 ? "" : "s",
-                           gemms, gemms == 1 ? "" : "s", target->arch);
+                           spec->layers.size(), spec->layers.size() == 1 ? "" : "s", gemms,
+                           gemms == 1 ? "" : "s", target->arch);
   return 0;
 }
 
@@ -123,8 +127,8 @@ int cmdFmt(const std::string &file, const std::string &archFlag, const std::stri
 }
 
 int cmdCompile(const std::string &file, const std::string &emit, const std::string &archFlag,
-               const std::string &out, const std::string &dumpAfter,
-               const std::string &layerName, const Knobs &knobs) {
+               const std::string &out, const std::string &dumpAfter, const std::string &layerName,
+               const Knobs &knobs) {
   std::optional<Target> target = resolveTarget(archFlag, knobs);
   if (!target)
     return kExitUsage;
@@ -182,6 +186,103 @@ int cmdCompile(const std::string &file, const std::string &emit, const std::stri
   return writeOutput(out, output.text) ? 0 : kExitUsage;
 }
 
+// Fills the kernel cache with every layer of `files` for the target; needs
+// no GPU. Never strict: filling the cache is what strict mode waits for.
+int cmdPrecompile(const std::vector<std::string> &files, const std::string &archFlag) {
+  RuntimeOptions options;
+  options.arch = archFlag;
+  options.strict = false;
+  Runtime runtime(options);
+  const std::string directory = runtime.cacheDirectory();
+  std::cout << fmt::format("target {} ({} SMs), kernel cache {}\n", runtime.target().arch,
+                           runtime.target().smCount,
+                           directory.empty() ? "in memory only (not kept)" : directory);
+  int status = 0;
+  for (const std::string &file : files) {
+    Spec spec;
+    try {
+      spec = runtime.readSpec(file);
+    } catch (const Error &e) {
+      std::cerr << e.what();
+      status = kExitBadInput;
+      continue;
+    }
+    for (const LayerSpec &layer : spec.layers) {
+      const auto start = std::chrono::steady_clock::now();
+      try {
+        const bool compiled = runtime.precompile(layer);
+        const double ms =
+            std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
+                .count();
+        std::cout << fmt::format(
+            "{}: layer {}: {} grouped GEMMs {}\n", file, layer.name, layer.gemms.size(),
+            compiled ? fmt::format("compiled in {:.0f} ms", ms) : std::string("already cached"));
+      } catch (const Error &e) {
+        std::cerr << fmt::format("moejit: error: {}: layer {}: {}\n", file, layer.name, e.what());
+        status = kExitBadInput;
+      }
+    }
+  }
+  return status;
+}
+
+std::string formatUnixTime(int64_t seconds) {
+  const std::time_t time = static_cast<std::time_t>(seconds);
+  std::tm utc{};
+  gmtime_r(&time, &utc);
+  char text[32];
+  std::strftime(text, sizeof text, "%Y-%m-%dT%H:%M:%SZ", &utc);
+  return text;
+}
+
+std::string joinNames(const std::vector<std::string> &names) {
+  std::string joined;
+  for (const std::string &name : names)
+    joined += (joined.empty() ? "" : ",") + name;
+  return joined;
+}
+
+// `moejit cache list|stats|clear|verify` on MOEJIT_CACHE_DIR (or its fallbacks).
+int cmdCache(const std::string &action, bool removeBad, const Knobs &knobs) {
+  KernelCacheOptions options = KernelCacheOptions::fromKnobs(knobs);
+  options.strict = false;
+  KernelCache cache(options);
+  if (!cache.diskEnabled()) {
+    std::cerr << fmt::format("moejit: error: no usable kernel cache directory ('{}')\n",
+                             knobs.cacheDir);
+    return kExitUsage;
+  }
+  if (action == "list") {
+    for (const CacheEntryInfo &entry : cache.list()) {
+      std::cout << fmt::format(
+          "{}  {:>9} B  ptx {:>9} B  cubin {:>9} B  created {}  used {}  {}\n", entry.key,
+          entry.fileBytes, entry.ptxBytes, entry.cubinBytes,
+          formatUnixTime(entry.createdUnixSeconds), formatUnixTime(entry.lastUsedUnixSeconds),
+          entry.problem.empty() ? joinNames(entry.kernelNames) : "BAD: " + entry.problem);
+    }
+    return 0;
+  }
+  if (action == "stats") {
+    const KernelCacheStats stats = cache.stats();
+    std::cout << fmt::format("directory {}\nentries {}\nbytes {}\n", cache.directory(),
+                             stats.entries, stats.bytes);
+    return 0;
+  }
+  if (action == "clear") {
+    const size_t removed = cache.clear();
+    std::cout << fmt::format("removed {} entr{} from {}\n", removed, removed == 1 ? "y" : "ies",
+                             cache.directory());
+    return 0;
+  }
+  const std::vector<BadCacheEntry> bad = cache.verify(removeBad);
+  for (const BadCacheEntry &entry : bad)
+    std::cout << fmt::format("bad entry {}: {}{}\n", entry.path, entry.problem,
+                             removeBad ? " (removed)" : "");
+  const size_t total = cache.list().size() + (removeBad ? bad.size() : 0);
+  std::cout << fmt::format("{} of {} entries bad in {}\n", bad.size(), total, cache.directory());
+  return bad.empty() ? 0 : kExitBadInput;
+}
+
 int cmdInfo(const Knobs &knobs) {
   std::cout << fmt::format("moejit {}\n", kVersion);
   std::cout << fmt::format("LLVM/MLIR {}\n", kLlvmVersion);
@@ -211,13 +312,13 @@ int main(int argc, char **argv) {
   fmtCmd->add_option("--arch", arch, "target architecture the schedules are filled for");
   fmtCmd->add_option("-o,--output", out, "write here instead of stdout");
 
-  CLI::App *compile =
-      app.add_subcommand("compile", "Compile a .moe spec and print a stage");
+  CLI::App *compile = app.add_subcommand("compile", "Compile a .moe spec and print a stage");
   compile->add_option("file", file, "the .moe file")->required();
   compile->add_option("--emit", emit, "stage to print: ast, spec, mlir, llvm, ptx")
       ->check(CLI::IsMember({"ast", "spec", "mlir", "llvm", "ptx"}));
-  compile->add_option("--arch", arch, "target architecture (default: the GPU present, "
-                                      "else sm_90a)");
+  compile->add_option("--arch", arch,
+                      "target architecture (default: the GPU present, "
+                      "else sm_90a)");
   compile->add_option("-o,--output", out, "write here instead of stdout");
   compile->add_option("--dump-after", dumpAfter,
                       "print the IR after this pass (its argument name) to stderr");
@@ -228,13 +329,40 @@ int main(int argc, char **argv) {
       "run", "Run the grouped GEMMs of a spec on the GPU against a CPU reference");
   run->add_option("file", runOptions.file, "the .moe file")->required();
   run->add_option("--tokens", runOptions.tokens, "token count T")->required();
-  run->add_option("--routing", runOptions.routing,
-                  "uniform, zipf:S (skewed, S > 0) or file:PATH");
+  run->add_option("--routing", runOptions.routing, "uniform, zipf:S (skewed, S > 0) or file:PATH");
   run->add_option("--seed", runOptions.seed, "random seed");
   run->add_option("--layer", runOptions.layer, "only this layer");
   run->add_option("--gemm", runOptions.gemm, "only this grouped GEMM (up_proj, ...)");
   run->add_option("--arch", runOptions.arch, "target architecture (default: the GPU's)");
   run->add_option("--iters", runOptions.iters, "timed iterations (median reported)");
+  bool forward = false, rounding = false;
+  std::string routingLogits;
+  run->add_flag("--forward", forward,
+                "run the whole layer forward (router, permutation, up_proj, down_proj, "
+                "aggregation) instead of each grouped GEMM");
+  run->add_flag("--rounding", rounding, "with --forward: tile-aware token rounding");
+  std::string forwardJson;
+  run->add_option("--json", forwardJson, "with --forward: also write the results here as JSON");
+  run->add_option("--routing-logits", routingLogits,
+                  "with --forward: caller-given random logits (uniform or skewed) instead "
+                  "of X Wr");
+
+  std::vector<std::string> precompileFiles;
+  CLI::App *precompile = app.add_subcommand(
+      "precompile", "Fill the kernel cache with the grouped GEMMs of specs (no GPU needed)");
+  precompile->add_option("files", precompileFiles, "the .moe files")->required();
+  precompile->add_option("--arch", arch,
+                         "target architecture (default: the GPU present, "
+                         "else sm_90a)");
+
+  std::string cacheAction;
+  bool removeBad = false;
+  CLI::App *cacheCmd = app.add_subcommand(
+      "cache", "Inspect the kernel cache at MOEJIT_CACHE_DIR: list, stats, clear, verify");
+  cacheCmd->add_option("action", cacheAction, "list, stats, clear or verify")
+      ->required()
+      ->check(CLI::IsMember({"list", "stats", "clear", "verify"}));
+  cacheCmd->add_flag("--remove", removeBad, "verify: delete the bad entries too");
 
   app.add_subcommand("info", "Versions, GPU driver and environment knobs");
 
@@ -259,8 +387,25 @@ int main(int argc, char **argv) {
       return cmdFmt(file, arch, out, knobs);
     if (*compile)
       return cmdCompile(file, emit, arch, out, dumpAfter, layer, knobs);
+    if (*run && forward) {
+      ForwardRunOptions f;
+      f.file = runOptions.file;
+      f.layer = runOptions.layer;
+      f.tokens = runOptions.tokens;
+      f.tokenRounding = rounding;
+      f.routingLogits = routingLogits;
+      f.seed = runOptions.seed;
+      f.iters = runOptions.iters;
+      f.arch = runOptions.arch;
+      f.jsonPath = forwardJson;
+      return runForwardCommand(f, std::cout, std::cerr);
+    }
     if (*run)
       return runCommand(runOptions, std::cout, std::cerr);
+    if (*precompile)
+      return cmdPrecompile(precompileFiles, arch);
+    if (*cacheCmd)
+      return cmdCache(cacheAction, removeBad, knobs);
     return cmdInfo(knobs);
   } catch (const std::exception &e) {
     std::cerr << "moejit: error: " << e.what() << "\n";
