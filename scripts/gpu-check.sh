@@ -1,31 +1,57 @@
 #!/usr/bin/env bash
-# On a GPU host, from the project root, after `source .devicekit/env.sh`:
-# the GPU tier of the tests, `moejit run` on every example at several token
-# counts and routings, compute-sanitizer on a small case, and the SASS check.
-# Logs go to ${OUT:-/tmp/moejit-gpu}. Usage: scripts/gpu-check.sh [quick]
+# The GPU checks of a release, on a GPU host, from the project root, after
+# `source .devicekit/env.sh` and scripts/device-stage.sh on the build host:
+# the GPU tier of the tests, `moejit run` of every family at T = 32768 on the
+# Hopper and the portable paths, the layer forward against PyTorch,
+# compute-sanitizer on a small case, HGMMA in the SASS and compile latency.
+# Logs go to $OUT (default /tmp/moejit-gpu). Usage: scripts/gpu-check.sh [SECTION...]
 set -uo pipefail
 bin=${BIN:-.devicebuild}
 out=${OUT:-/tmp/moejit-gpu}
 mkdir -p "$out"
-status=0
-run() { echo "+ $*"; "$@" || { echo "FAILED($?): $*"; status=1; }; }
+export MOEJIT_CACHE_DIR=${MOEJIT_CACHE_DIR:-/tmp/moejit-cache}
+sections=("$@")
+[ ${#sections[@]} -eq 0 ] && sections=(info gtests runs forward sanitizer sass compile)
+m="$bin/moejit"
 
-nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv | tee "$out/gpu.txt"
-"$bin/moejit" info | tee -a "$out/gpu.txt"
-
-for t in "$bin"/moejit_*tests; do
-  run "$t" --gtest_brief=1 2>&1 | tail -n 25
-done 2>&1 | tee "$out/gtests.log"
-
-examples=(examples/*.moe)
-tokens=(0 1 127 4096)
-[ "${1:-}" = quick ] && tokens=(127)
-for ex in "${examples[@]}"; do
-  for t in "${tokens[@]}"; do
-    run "$bin/moejit" run "$ex" --tokens "$t" --iters 0
-  done
-  run "$bin/moejit" run "$ex" --tokens 4096 --routing zipf:1.5 --iters 0
-done 2>&1 | tee "$out/run.log" | grep -E "FAIL|error|^\+" | head -200
-
-echo "status $status"
-exit $status
+for section in "${sections[@]}"; do
+  case $section in
+  info)
+    { nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv; "$m" info; } \
+      2>&1 | tee "$out/info.log" ;;
+  gtests)
+    for t in ${GTEST_BINS:-"$bin"/moejit_gpu*tests}; do
+      [ -x "$t" ] || t="$bin/$t"
+      [ -x "$t" ] || continue
+      echo "== $t"
+      timeout ${GTEST_TIMEOUT:-200} "$t" --gtest_brief=1 ${GTEST_FILTER:+--gtest_filter=$GTEST_FILTER}
+      echo "== exit $?"
+    done 2>&1 | tee "$out/gtests.log" | grep -E "^==|FAILED|PASSED|Failure" ;;
+  runs)
+    for ex in qwen3-30b-a3b sonicmoe-7b; do
+      for arch in sm_90a sm_90; do
+        echo "== $ex T=32768 $arch"
+        timeout 150 "$m" run "examples/$ex.moe" --tokens 32768 --arch $arch --iters 20
+      done
+      echo "== $ex T=4096 zipf:1.5"
+      timeout 100 "$m" run "examples/$ex.moe" --tokens 4096 --routing zipf:1.5 --iters 0
+    done 2>&1 | tee "$out/runs.log" ;;
+  forward)
+    python3 bench/layer_forward_vs_torch.py --moejit "$m" --iters 20 --json "$out/forward.json" \
+      2>&1 | tee "$out/forward.log" ;;
+  sanitizer)
+    compute-sanitizer --tool memcheck --print-limit 20 "$m" run examples/sonicmoe-7b.moe \
+      --tokens 127 --iters 0 --layer sonicmoe_7b 2>&1 | tail -n 30 | tee "$out/sanitizer.log" ;;
+  sass)
+    for arch in sm_90a sm_90; do
+      "$m" compile examples/sonicmoe-7b.moe --emit=ptx --arch=$arch -o /tmp/k-$arch.ptx &&
+        ptxas -arch=$arch /tmp/k-$arch.ptx -o /tmp/k-$arch.cubin &&
+        echo "$arch: HGMMA $(cuobjdump --dump-sass /tmp/k-$arch.cubin | grep -c HGMMA)," \
+             "HMMA $(cuobjdump --dump-sass /tmp/k-$arch.cubin | grep -c 'HMMA')," \
+             "LDL/STL $(cuobjdump --dump-sass /tmp/k-$arch.cubin | grep -cE 'LDL|STL')"
+    done 2>&1 | tee "$out/sass.log" ;;
+  compile)
+    [ -x "$bin/moejit_compile_latency" ] &&
+      "$bin/moejit_compile_latency" --arch=sm_90a --repeat=3 examples/*.moe 2>&1 | tee "$out/compile.log" ;;
+  esac
+done
