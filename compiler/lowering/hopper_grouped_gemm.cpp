@@ -12,10 +12,10 @@
 // keeping one wgmma group in flight while the copies of later stages run.
 // The epilogue goes from the accumulator registers to global memory, every
 // store predicated on the bounds; the wgmma accumulator fragment of a warp
-// is the mma.sync m16n8 one repeated over N, so the epilogues are those of
-// the portable path.
+// is the mma.sync m16n8 one repeated over N, so the epilogue is the one the
+// portable path emits too.
 #include "compiler/dialect/moe_dialect.h"
-#include "compiler/lowering/kernel_signature.h"
+#include "compiler/lowering/kernel_common.h"
 #include "compiler/lowering/passes.h"
 #include "moejit/problem.h"
 
@@ -27,7 +27,6 @@
 #include "mlir/Dialect/NVGPU/IR/NVGPUDialect.h"
 #include "mlir/Dialect/SCF/IR/SCF.h"
 #include "mlir/Dialect/Vector/IR/VectorOps.h"
-#include "mlir/IR/ImplicitLocOpBuilder.h"
 
 namespace moejit {
 
@@ -35,10 +34,10 @@ namespace moejit {
 #include "compiler/lowering/passes.h.inc"
 
 using namespace mlir;
+using namespace moejit::lowering;
 
 namespace {
 
-constexpr int64_t kWarpSize = 32;
 constexpr int64_t kWarpgroupThreads = 128;
 constexpr int64_t kWgmmaM = 64, kWgmmaK = 16;
 constexpr int64_t kChunkBytes = 16; // one cp.async
@@ -50,47 +49,21 @@ constexpr int64_t kSwizzleAtomBytes = kSwizzleRows * kRowBytes;
 // Columns of an N-contiguous B block: one 128-byte row of 16-bit elements.
 constexpr int64_t kBlockColumns = 64;
 
-bool isGated(moe::Activation act) {
-  return act == moe::Activation::SwiGLU || act == moe::Activation::GeGLU;
-}
-
-// The op's attributes as plain values, plus the shapes derived from them.
-struct HopperConfig {
-  explicit HopperConfig(moe::GroupedGemmOp op)
-      : element(op.getElementType()), experts(op.getExperts()),
-        n(op.getN()), k(op.getK()), bKContiguous(op.getBKContiguous()),
-        gatherA(op.getGatherA()), epilogue(op.getEpilogue()),
-        activation(op.getActivation()), gateUp(op.getGateUp()),
-        cColumns(op.getCColumns()), auxColumns(op.getAuxColumns()),
-        tileM(op.getTile()[0]), tileN(op.getTile()[1]), tileK(op.getTile()[2]),
-        stages(op.getStages()) {
-    layout = hopperTileLayout(TileShape{static_cast<int>(tileM),
-                                        static_cast<int>(tileN),
-                                        static_cast<int>(tileK)});
+// The op's attributes plus the warpgroup tiling.
+struct HopperConfig : GroupedGemmAttrs {
+  explicit HopperConfig(moe::GroupedGemmOp op) : GroupedGemmAttrs(op) {
+    const TileShape tile{static_cast<int>(tileM), static_cast<int>(tileN), static_cast<int>(tileK)};
+    layout = hopperTileLayout(tile);
     Schedule schedule;
-    schedule.tile = {static_cast<int>(tileM), static_cast<int>(tileN),
-                     static_cast<int>(tileK)};
+    schedule.tile = tile;
     threads = hopperThreads(schedule);
   }
 
-  int64_t elementBytes() const { return element.getIntOrFloatBitWidth() / 8; }
   int64_t rowElements() const { return kRowBytes / elementBytes(); }
   int64_t chunkElements() const { return kChunkBytes / elementBytes(); }
   int64_t accumulators() const { return tileN / 2; } // per thread
   int64_t n8Blocks() const { return tileN / 8; }
-  bool pairsGateUpChunks() const {
-    return epilogue == moe::Epilogue::ActForward && isGated(activation) &&
-           gateUp == moe::GateUpLayout::Concatenated;
-  }
 
-  Type element;
-  int64_t experts, n, k;
-  bool bKContiguous, gatherA;
-  moe::Epilogue epilogue;
-  moe::Activation activation;
-  moe::GateUpLayout gateUp;
-  int64_t cColumns, auxColumns;
-  int64_t tileM, tileN, tileK, stages;
   int64_t threads = 0;
   HopperTileLayout layout;
 };
@@ -110,11 +83,11 @@ struct Chunk {
   Value inRange;  // null when every thread's chunk exists
 };
 
-class HopperKernelEmitter {
+class HopperKernelEmitter : GroupedGemmEmitter {
 public:
   HopperKernelEmitter(ImplicitLocOpBuilder &builder, const HopperConfig &config,
                       const KernelParams &params)
-      : b(builder), cfg(config), args(params) {}
+      : GroupedGemmEmitter(builder, config, params), cfg(config) {}
 
   void emit() {
     threadId = gpu::ThreadIdOp::create(b, gpu::Dimension::x);
@@ -126,77 +99,12 @@ public:
   }
 
 private:
-  // --- small arithmetic helpers -------------------------------------------
-  Value idx(int64_t v) { return arith::ConstantIndexOp::create(b, v); }
-  Value i64(int64_t v) {
-    return arith::ConstantOp::create(b, b.getI64IntegerAttr(v));
-  }
-  Value f32(double v) {
-    return arith::ConstantOp::create(b, b.getF32FloatAttr(v));
-  }
-  Value add(Value x, Value y) { return arith::AddIOp::create(b, x, y); }
-  Value sub(Value x, Value y) { return arith::SubIOp::create(b, x, y); }
-  Value mul(Value x, Value y) { return arith::MulIOp::create(b, x, y); }
-  Value divu(Value x, Value y) { return arith::DivUIOp::create(b, x, y); }
-  Value remu(Value x, Value y) { return arith::RemUIOp::create(b, x, y); }
-  Value xori(Value x, Value y) { return arith::XOrIOp::create(b, x, y); }
-  Value ceilDiv(Value x, int64_t y) {
-    return divu(add(x, idx(y - 1)), idx(y));
-  }
-  Value lt(Value x, Value y) {
-    return arith::CmpIOp::create(b, arith::CmpIPredicate::slt, x, y);
-  }
-  Value land(Value x, Value y) { return arith::AndIOp::create(b, x, y); }
-  Value select(Value c, Value x, Value y) {
-    return arith::SelectOp::create(b, c, x, y);
-  }
-  Value fadd(Value x, Value y) { return arith::AddFOp::create(b, x, y); }
-  Value fsub(Value x, Value y) { return arith::SubFOp::create(b, x, y); }
-  Value fmul(Value x, Value y) { return arith::MulFOp::create(b, x, y); }
-  Value fdiv(Value x, Value y) { return arith::DivFOp::create(b, x, y); }
-  Value toIndex(Value v) {
-    return arith::IndexCastOp::create(b, b.getIndexType(), v);
-  }
-  Value toI64(Value index) {
-    return arith::IndexCastUIOp::create(b, b.getI64Type(), index);
-  }
-  Value load(Value memref, Value index) {
-    return memref::LoadOp::create(b, memref, ValueRange{index});
-  }
-  Value loadIndex(Value memref, Value index) {
-    return toIndex(load(memref, index));
-  }
-
-  // `cond ? thenValue() : elseValue`, running thenValue's ops only under cond.
-  Value guarded(Value cond, Type type, function_ref<Value()> thenValue,
-                Value elseValue) {
-    auto ifOp = scf::IfOp::create(b, TypeRange{type}, cond,
-                                  /*withElseRegion=*/true);
-    OpBuilder::InsertionGuard guard(b);
-    b.setInsertionPointToStart(&ifOp.getThenRegion().front());
-    scf::YieldOp::create(b, thenValue());
-    b.setInsertionPointToStart(&ifOp.getElseRegion().front());
-    scf::YieldOp::create(b, elseValue);
-    return ifOp.getResult(0);
-  }
-  void when(Value cond, function_ref<void()> body) {
-    auto ifOp = scf::IfOp::create(b, cond, /*withElseRegion=*/false);
-    OpBuilder::InsertionGuard guard(b);
-    b.setInsertionPoint(ifOp.thenBlock()->getTerminator());
-    body();
-  }
-
   // --- shared memory ------------------------------------------------------
   // One flat array of elements: the A stages, then the B stages. The swizzle
   // pattern is a function of the address bits, so the base is aligned to a
   // swizzle atom at run time (the launch asks for the slack).
   void createSharedStages() {
-    MLIRContext *ctx = b.getContext();
-    auto workgroup =
-        gpu::AddressSpaceAttr::get(ctx, gpu::AddressSpace::Workgroup);
-    auto bytes = MemRefType::get({ShapedType::kDynamic}, b.getI8Type(),
-                                 MemRefLayoutAttrInterface{}, workgroup);
-    Value raw = gpu::DynamicSharedMemoryOp::create(b, bytes);
+    Value raw = dynamicSharedBytes();
     Value rawAddress =
         memref::ExtractAlignedPointerAsIndexOp::create(b, raw);
     constexpr int64_t align = HopperTileLayout::kAlignBytes;
@@ -204,8 +112,7 @@ private:
                        idx(align));
     const int64_t totalBytes =
         cfg.stages * (cfg.layout.aStageBytes + cfg.layout.bStageBytes);
-    auto type = MemRefType::get({totalBytes / cfg.elementBytes()}, cfg.element,
-                                MemRefLayoutAttrInterface{}, workgroup);
+    auto type = workgroupMemRef({totalBytes / cfg.elementBytes()}, cfg.element);
     shared = memref::ViewOp::create(b, type, raw, shift, ValueRange{});
     sharedAddress = toI64(add(rawAddress, shift));
     bBaseBytes = cfg.stages * cfg.layout.aStageBytes;
@@ -266,28 +173,6 @@ private:
     });
   }
 
-  // Tile-local column of B/C -> (global column of B, valid). With paired
-  // gate/up chunks the tile takes 8-column chunks alternately from the gate
-  // and the up half, so a thread holds gate j and up j in neighbouring n8
-  // accumulator blocks.
-  std::pair<Value, Value> mapBColumn(const CtaTile &tile, Value column) {
-    if (!cfg.pairsGateUpChunks()) {
-      Value global = add(mul(tile.nTile, idx(cfg.tileN)), column);
-      return {global, lt(global, idx(cfg.n))};
-    }
-    Value half = gateColumn(tile, column);
-    Value isUp = arith::CmpIOp::create(
-        b, arith::CmpIPredicate::ne, remu(divu(column, idx(8)), idx(2)),
-        idx(0));
-    Value global = select(isUp, add(half, idx(cfg.n / 2)), half);
-    return {global, lt(half, idx(cfg.n / 2))};
-  }
-  Value gateColumn(const CtaTile &tile, Value column) {
-    Value pairBase = mul(divu(column, idx(16)), idx(8));
-    return add(add(mul(tile.nTile, idx(cfg.tileN / 2)), pairBase),
-               remu(column, idx(8)));
-  }
-
   // --- copies -------------------------------------------------------------
   // Element offset of 16-byte chunk `chunk` of 128-byte row `row` inside a
   // region whose rows are consecutive: the chunk index is XORed with the row
@@ -299,21 +184,13 @@ private:
   }
 
   // Chunks of a `rows` x 128-byte region: thread t takes t, t + threads, ...
-  template <typename PlanOne>
-  SmallVector<Chunk> planChunks(int64_t total, PlanOne planOne) {
-    const int64_t perThread = (total + cfg.threads - 1) / cfg.threads;
+  SmallVector<Chunk> planChunks(int64_t total, function_ref<Chunk(Value linear)> planOne) {
     SmallVector<Chunk> chunks;
-    for (int64_t j = 0; j < perThread; ++j) {
-      Value linear = add(threadId, idx(j * cfg.threads));
-      Value inRange;
-      if ((j + 1) * cfg.threads > total) {
-        inRange = lt(linear, idx(total));
-        linear = arith::MinUIOp::create(b, linear, idx(total - 1));
-      }
+    forEachThreadItem(threadId, cfg.threads, total, [&](Value linear, Value inRange) {
       Chunk chunk = planOne(linear);
       chunk.inRange = inRange;
       chunks.push_back(chunk);
-    }
+    });
     return chunks;
   }
 
@@ -326,11 +203,7 @@ private:
       chunk.sharedOffset = swizzledOffset(row, column);
       Value grouped = add(tile.rowBegin, row);
       chunk.fixedValid = lt(grouped, tile.rowEnd);
-      Value stored = grouped;
-      if (cfg.gatherA)
-        stored = guarded(chunk.fixedValid, b.getIndexType(),
-                         [&] { return loadIndex(args.gather, grouped); },
-                         idx(0));
+      Value stored = storedRow(grouped, chunk.fixedValid, cfg.gatherA);
       chunk.fixedOffset = mul(stored, idx(cfg.k));
       chunk.kInTile = mul(column, idx(cfg.chunkElements()));
       return chunk;
@@ -346,7 +219,7 @@ private:
         Value row = divu(linear, idx(kChunksPerRow));
         Value column = remu(linear, idx(kChunksPerRow));
         chunk.sharedOffset = swizzledOffset(row, column);
-        auto [global, valid] = mapBColumn(tile, row);
+        auto [global, valid] = mapBColumn(tile.nTile, row);
         chunk.fixedOffset = add(expertBase, mul(global, idx(cfg.k)));
         chunk.fixedValid = valid;
         chunk.kInTile = mul(column, idx(cfg.chunkElements()));
@@ -362,8 +235,7 @@ private:
       Value blockRow = add(mul(block, idx(cfg.tileK)), kRow);
       chunk.sharedOffset =
           swizzledOffset(blockRow, remu(nChunk, idx(kChunksPerRow)));
-      auto [global, valid] =
-          mapBColumn(tile, mul(nChunk, idx(cfg.chunkElements())));
+      auto [global, valid] = mapBColumn(tile.nTile, mul(nChunk, idx(cfg.chunkElements())));
       chunk.fixedOffset = add(expertBase, global);
       chunk.fixedValid = valid;
       chunk.kInTile = kRow;
@@ -388,10 +260,7 @@ private:
             ValueRange{offset}, b.getIndexAttr(cfg.chunkElements()),
             sourceElements, b.getUnitAttr());
       };
-      if (chunk.inRange)
-        when(chunk.inRange, copy);
-      else
-        copy();
+      whenSet(chunk.inRange, copy);
     }
   }
 
@@ -528,234 +397,25 @@ private:
   }
 
   // --- epilogue -----------------------------------------------------------
-  // These follow the portable path's epilogue exactly (same math, same
-  // stores); they move to a shared epilogue emitter once both paths settle.
-  Value toElement(Value f32Value) {
-    return arith::TruncFOp::create(b, cfg.element, f32Value);
-  }
-  Value toF32(Value value) {
-    return arith::ExtFOp::create(b, b.getF32Type(), value);
-  }
-  void storePair(Value memref, Value offset, Value first, Value second) {
-    auto type = VectorType::get({2}, cfg.element);
-    Value pair = vector::FromElementsOp::create(
-        b, type, ValueRange{toElement(first), toElement(second)});
-    vector::StoreOp::create(b, pair, memref, ValueRange{offset},
-                            /*nontemporal=*/false, llvm::Align(4));
-  }
-  std::pair<Value, Value> loadPair(Value memref, Value offset) {
-    auto type = VectorType::get({2}, cfg.element);
-    Value pair = vector::LoadOp::create(b, type, memref, ValueRange{offset},
-                                        /*nontemporal=*/false, llvm::Align(4));
-    return {toF32(vector::ExtractOp::create(b, pair, ArrayRef<int64_t>{0})),
-            toF32(vector::ExtractOp::create(b, pair, ArrayRef<int64_t>{1}))};
-  }
-  Value exp(Value x) { // e^x = 2^(x log2 e)
-    Value scaled = fmul(x, f32(1.4426950408889634));
-    return NVVM::InlinePtxOp::create(b, TypeRange{b.getF32Type()},
-                                     ValueRange{scaled}, ValueRange{},
-                                     "ex2.approx.ftz.f32 $0, $1;", Value())
-        .getResult(0);
-  }
-  Value tanh(Value x) {
-    return NVVM::InlinePtxOp::create(b, TypeRange{b.getF32Type()},
-                                     ValueRange{x}, ValueRange{},
-                                     "tanh.approx.f32 $0, $1;", Value())
-        .getResult(0);
-  }
-  Value sigmoid(Value x) {
-    Value one = f32(1.0);
-    return fdiv(one, fadd(one, exp(arith::NegFOp::create(b, x))));
-  }
-  // gelu(x) = 0.5 x (1 + tanh(c (x + 0.044715 x^3))), c = sqrt(2 / pi).
-  std::pair<Value, Value> geluAndDerivative(Value x) {
-    Value c = f32(0.7978845608028654), a = f32(0.044715), half = f32(0.5),
-          one = f32(1.0);
-    Value x2 = fmul(x, x);
-    Value t = tanh(fmul(c, fadd(x, fmul(a, fmul(x2, x)))));
-    Value value = fmul(fmul(half, x), fadd(one, t));
-    Value dInner = fmul(c, fadd(one, fmul(f32(3.0 * 0.044715), x2)));
-    Value derivative =
-        fadd(fmul(half, fadd(one, t)),
-             fmul(fmul(fmul(half, x), fsub(one, fmul(t, t))), dInner));
-    return {value, derivative};
-  }
-  std::pair<Value, Value> activationAndDerivative(Value x) {
-    switch (cfg.activation) {
-    case moe::Activation::SwiGLU: {
-      Value s = sigmoid(x), one = f32(1.0);
-      return {fmul(x, s), fmul(s, fadd(one, fmul(x, fsub(one, s))))};
-    }
-    case moe::Activation::GeGLU:
-    case moe::Activation::GeLU:
-      return geluAndDerivative(x);
-    case moe::Activation::ReLU: {
-      Value positive =
-          arith::CmpFOp::create(b, arith::CmpFPredicate::OGT, x, f32(0.0));
-      return {select(positive, x, f32(0.0)),
-              select(positive, f32(1.0), f32(0.0))};
-    }
-    case moe::Activation::None:
-      return {x, f32(1.0)};
-    }
-    llvm_unreachable("unknown activation");
-  }
-  Value activation(Value gate, Value up) {
-    Value a = activationAndDerivative(gate).first;
-    return isGated(cfg.activation) ? fmul(a, up) : a;
-  }
-
   // The accumulator of a warp: 16 rows (warp * 16 of the CTA tile); for n8
   // block j, element 4j + 2h + e sits at row lane / 4 + 8h, column
   // 8j + 2 (lane % 4) + e.
   void emitEpilogue(const CtaTile &tile, ArrayRef<Value> acc) {
-    Value rowInWarp = divu(lane, idx(4));
-    Value columnInPair = mul(remu(lane, idx(4)), idx(2));
-    const bool dActivation = cfg.epilogue == moe::Epilogue::DActivation;
+    Value rowInWarp = fragmentRow();
+    Value columnInPair = fragmentColumn();
     for (int64_t h = 0; h < 2; ++h) {
       Value row = add(add(mul(warp, idx(16)), idx(h * 8)), rowInWarp);
       Value outRow = add(tile.rowBegin, row);
       Value rowValid = lt(outRow, tile.rowEnd);
-      Value rowScale;
-      if (cfg.epilogue == moe::Epilogue::ScaleRows || dActivation)
-        rowScale = guarded(rowValid, b.getF32Type(),
-                           [&] { return load(args.scale, outRow); },
-                           f32(0.0));
-      Value rowBase = mul(outRow, idx(cfg.cColumns));
-      Value partialDs = f32(0.0);
-      const int64_t step = cfg.pairsGateUpChunks() ? 2 : 1;
-      for (int64_t j = 0; j < cfg.n8Blocks(); j += step) {
-        Value column = add(idx(j * 8), columnInPair);
-        Value v0 = acc[4 * j + 2 * h], v1 = acc[4 * j + 2 * h + 1];
-        if (cfg.pairsGateUpChunks()) {
-          Value u0 = acc[4 * (j + 1) + 2 * h];
-          Value u1 = acc[4 * (j + 1) + 2 * h + 1];
-          Value gate = gateColumn(tile, column);
-          when(land(rowValid, lt(gate, idx(cfg.n / 2))), [&] {
-            storePair(args.c, add(rowBase, gate), v0, v1);
-            storePair(args.c, add(rowBase, add(gate, idx(cfg.n / 2))), u0, u1);
-            storePair(args.auxOut, add(mul(outRow, idx(cfg.auxColumns)), gate),
-                      activation(v0, u0), activation(v1, u1));
-          });
-          continue;
-        }
-        Value global = add(mul(tile.nTile, idx(cfg.tileN)), column);
-        Value valid = land(rowValid, lt(global, idx(cfg.n)));
-        if (dActivation) {
-          partialDs = fadd(partialDs, emitDActivation(valid, outRow, global,
-                                                      rowScale, v0, v1));
-          continue;
-        }
-        when(valid, [&] {
-          emitStoreEpilogue(outRow, rowBase, global, rowScale, v0, v1);
-        });
-      }
-      if (dActivation)
-        emitRowSumAtomic(partialDs, rowValid, outRow);
+      emitEpilogueRow(
+          tile.nTile, outRow, rowValid, cfg.n8Blocks(),
+          [&](int64_t j) { return add(idx(j * 8), columnInPair); },
+          [&](int64_t j, int64_t e) { return acc[4 * j + 2 * h + e]; });
     }
   }
 
-  void emitStoreEpilogue(Value outRow, Value rowBase, Value column,
-                         Value rowScale, Value v0, Value v1) {
-    switch (cfg.epilogue) {
-    case moe::Epilogue::Store:
-      storePair(args.c, add(rowBase, column), v0, v1);
-      return;
-    case moe::Epilogue::ScaleRows:
-      storePair(args.c, add(rowBase, column), fmul(rowScale, v0),
-                fmul(rowScale, v1));
-      return;
-    case moe::Epilogue::ActForward: {
-      storePair(args.c, add(rowBase, column), v0, v1);
-      Value auxRow = mul(outRow, idx(cfg.auxColumns));
-      if (isGated(cfg.activation)) { // interleaved: (gate j, up j) = (v0, v1)
-        memref::StoreOp::create(b, toElement(activation(v0, v1)), args.auxOut,
-                                ValueRange{add(auxRow, divu(column, idx(2)))});
-        return;
-      }
-      storePair(args.auxOut, add(auxRow, column), activation(v0, Value()),
-                activation(v1, Value()));
-      return;
-    }
-    case moe::Epilogue::DActivation:
-      break;
-    }
-    llvm_unreachable("handled by emitDActivation");
-  }
-
-  // dA = (v0, v1) at activation columns j, j+1: writes dH = dact(H, s dA) and
-  // returns this thread's part of dS[row] = sum_j dA[row, j] act(H)[row, j].
-  Value emitDActivation(Value valid, Value outRow, Value column,
-                        Value rowScale, Value v0, Value v1) {
-    return guarded(
-        valid, b.getF32Type(),
-        [&] {
-          Value rowBase = mul(outRow, idx(cfg.cColumns));
-          const bool gated = isGated(cfg.activation);
-          const bool interleaved =
-              cfg.gateUp == moe::GateUpLayout::Interleaved;
-          Value gateOffset, upOffset;
-          Value g0, g1, u0, u1;
-          if (gated && interleaved) {
-            gateOffset = add(rowBase, mul(column, idx(2)));
-            std::tie(g0, u0) = loadPair(args.auxIn, gateOffset);
-            std::tie(g1, u1) = loadPair(args.auxIn, add(gateOffset, idx(2)));
-          } else {
-            gateOffset = add(rowBase, column);
-            std::tie(g0, g1) = loadPair(args.auxIn, gateOffset);
-            if (gated) {
-              upOffset = add(gateOffset, idx(cfg.n));
-              std::tie(u0, u1) = loadPair(args.auxIn, upOffset);
-            }
-          }
-          Value ds = f32(0.0);
-          SmallVector<Value> dGate, dUp;
-          for (auto [dA, g, u] : {std::tuple{v0, g0, u0}, {v1, g1, u1}}) {
-            auto [act, dAct] = activationAndDerivative(g);
-            Value scaled = fmul(rowScale, dA);
-            if (gated) {
-              ds = fadd(ds, fmul(dA, fmul(act, u)));
-              dGate.push_back(fmul(fmul(scaled, u), dAct));
-              dUp.push_back(fmul(scaled, act));
-            } else {
-              ds = fadd(ds, fmul(dA, act));
-              dGate.push_back(fmul(scaled, dAct));
-            }
-          }
-          if (gated && interleaved) {
-            storePair(args.c, gateOffset, dGate[0], dUp[0]);
-            storePair(args.c, add(gateOffset, idx(2)), dGate[1], dUp[1]);
-          } else {
-            storePair(args.c, gateOffset, dGate[0], dGate[1]);
-            if (gated)
-              storePair(args.c, upOffset, dUp[0], dUp[1]);
-          }
-          return ds;
-        },
-        f32(0.0));
-  }
-
-  // The four lanes of a quad share a row: reduce over them, then one atomic
-  // add per row and warp.
-  void emitRowSumAtomic(Value partial, Value rowValid, Value outRow) {
-    for (int32_t offset : {1, 2}) {
-      Value other = gpu::ShuffleOp::create(b, partial, offset, kWarpSize,
-                                           gpu::ShuffleMode::XOR)
-                        .getShuffleResult();
-      partial = fadd(partial, other);
-    }
-    Value leader = arith::CmpIOp::create(b, arith::CmpIPredicate::eq,
-                                         remu(lane, idx(4)), idx(0));
-    when(land(leader, rowValid), [&] {
-      memref::AtomicRMWOp::create(b, arith::AtomicRMWKind::addf, partial,
-                                  args.auxOut, ValueRange{outRow});
-    });
-  }
-
-  ImplicitLocOpBuilder &b;
   const HopperConfig &cfg;
-  KernelParams args;
-  Value threadId, lane, warp, warpgroup;
+  Value threadId, warp, warpgroup;
   Value shared;        // memref<elements x T, 3>, 1024-byte aligned
   Value sharedAddress; // its shared-window address (i64)
   int64_t bBaseBytes = 0;
@@ -775,32 +435,21 @@ LogicalResult lowerHopperGroupedGemm(moe::GroupedGemmOp op,
     return op.emitOpError("the hopper path needs tile.m of 64 or 128, a "
                           "128-byte tile.k, tile.n a multiple of 64 up to "
                           "256 and at least 3 stages");
-  KernelParams params = createKernel(op, kernels, cfg.threads);
-  auto func = cast<gpu::GPUFuncOp>(params.a.getParentBlock()->getParentOp());
-  ImplicitLocOpBuilder builder(op.getLoc(), op.getContext());
-  builder.setInsertionPointToStart(&func.getBody().front());
-  HopperKernelEmitter(builder, cfg, params).emit();
-  gpu::ReturnOp::create(builder);
+  buildKernel(op, kernels, cfg.threads,
+              [&](ImplicitLocOpBuilder &builder, const KernelParams &params) {
+                HopperKernelEmitter(builder, cfg, params).emit();
+              });
   return success();
 }
 
 struct MoeLowerGroupedGemmHopperPass
     : impl::MoeLowerGroupedGemmHopperBase<MoeLowerGroupedGemmHopperPass> {
   void runOnOperation() override {
-    ModuleOp module = getOperation();
-    SmallVector<moe::GroupedGemmOp> ops;
-    module.walk([&](moe::GroupedGemmOp op) {
-      if (op.getPath() == moe::KernelPath::Hopper)
-        ops.push_back(op);
-    });
-    if (ops.empty())
-      return;
-    gpu::GPUModuleOp kernels = getOrCreateKernelModule(module);
-    for (moe::GroupedGemmOp op : ops) {
-      if (failed(lowerHopperGroupedGemm(op, kernels)))
-        return signalPassFailure();
-      op.erase();
-    }
+    if (failed(lowerGroupedGemmOps(
+            getOperation(),
+            [](moe::GroupedGemmOp op) { return op.getPath() == moe::KernelPath::Hopper; },
+            lowerHopperGroupedGemm)))
+      signalPassFailure();
   }
 };
 

@@ -7,6 +7,7 @@
 // mma.sync m16n8k16; the epilogue goes from registers straight to global
 // memory, every store predicated on the bounds.
 #include "compiler/dialect/moe_dialect.h"
+#include "compiler/lowering/kernel_common.h"
 #include "compiler/lowering/passes.h"
 #include "moejit/problem.h"
 
@@ -18,7 +19,6 @@
 #include "mlir/Dialect/NVGPU/IR/NVGPUDialect.h"
 #include "mlir/Dialect/SCF/IR/SCF.h"
 #include "mlir/Dialect/Vector/IR/VectorOps.h"
-#include "mlir/IR/ImplicitLocOpBuilder.h"
 
 #include <functional>
 
@@ -28,73 +28,29 @@ namespace moejit {
 #include "compiler/lowering/passes.h.inc"
 
 using namespace mlir;
+using namespace moejit::lowering;
 
 namespace {
 
-// Global buffers are 1-D memrefs of a static extent no real buffer reaches:
-// the bare-pointer calling convention needs a static shape, and indices are
-// computed in 64 bits by the kernel itself.
-constexpr int64_t kUnboundedExtent = int64_t{1} << 58;
-constexpr int64_t kWarpSize = 32;
 constexpr int64_t kChunkElements = 8; // one 16-byte cp.async of bf16/fp16
 constexpr int64_t kMmaM = 16, kMmaN = 8, kMmaK = 16;
-constexpr llvm::StringLiteral kKernelModuleName = "moejit_kernels";
 
-bool isGated(moe::Activation act) {
-  return act == moe::Activation::SwiGLU || act == moe::Activation::GeGLU;
-}
-
-// The op's attributes as plain values, plus the shapes derived from them.
-struct GemmConfig {
+// The op's attributes plus the portable warp tiling.
+struct GemmConfig : GroupedGemmAttrs {
   explicit GemmConfig(moe::GroupedGemmOp op)
-      : varlenM(op.getVarlen() == moe::Varlen::M),
-        element(op.getElementType()), experts(op.getExperts()), m(op.getM()),
-        n(op.getN()), k(op.getK()), bKContiguous(op.getBKContiguous()),
-        gatherA(op.getGatherA()), gatherB(op.getGatherB()),
-        scaleBRows(op.getScaleBRows()), epilogue(op.getEpilogue()),
-        activation(op.getActivation()), gateUp(op.getGateUp()),
-        cColumns(op.getCColumns()), auxColumns(op.getAuxColumns()),
-        tileM(op.getTile()[0]), tileN(op.getTile()[1]), tileK(op.getTile()[2]),
-        stages(op.getStages()), warpsM(op.getWarps()[0]),
-        warpsN(op.getWarps()[1]) {
-    layout = portableTileLayout(
-        TileShape{static_cast<int>(tileM), static_cast<int>(tileN),
-                  static_cast<int>(tileK)},
-        varlenM ? Varlen::M : Varlen::K, bKContiguous);
-  }
+      : GroupedGemmAttrs(op), warpsM(op.getWarps()[0]), warpsN(op.getWarps()[1]),
+        layout(portableTileLayout(
+            TileShape{static_cast<int>(tileM), static_cast<int>(tileN), static_cast<int>(tileK)},
+            varlenM ? Varlen::M : Varlen::K, bKContiguous)) {}
 
   int64_t threads() const { return kWarpSize * warpsM * warpsN; }
   int64_t warpTileM() const { return tileM / warpsM; }
   int64_t warpTileN() const { return tileN / warpsN; }
   int64_t mmaTilesM() const { return warpTileM() / kMmaM; }
   int64_t mmaTilesN() const { return warpTileN() / kMmaN; }
-  // SwiGLU/GeGLU forward with concatenated halves: the CTA's B tile takes
-  // 8-column chunks alternately from the gate and the up half, so that each
-  // thread holds gate j and up j in neighbouring n8 fragments.
-  bool pairsGateUpChunks() const {
-    return epilogue == moe::Epilogue::ActForward && isGated(activation) &&
-           gateUp == moe::GateUpLayout::Concatenated;
-  }
-  Type auxOutElement(MLIRContext *ctx) const {
-    return epilogue == moe::Epilogue::DActivation ? Float32Type::get(ctx)
-                                                  : element;
-  }
 
-  bool varlenM;
-  Type element;
-  int64_t experts, m, n, k;
-  bool bKContiguous, gatherA, gatherB, scaleBRows;
-  moe::Epilogue epilogue;
-  moe::Activation activation;
-  moe::GateUpLayout gateUp;
-  int64_t cColumns, auxColumns;
-  int64_t tileM, tileN, tileK, stages, warpsM, warpsN;
+  int64_t warpsM, warpsN;
   PortableTileLayout layout;
-};
-
-// The kernel parameters of docs/kernel-abi.md.
-struct KernelArgs {
-  Value a, b, c, auxIn, auxOut, offsets, gather, scale, totalRows;
 };
 
 // Where the CTA works: its expert and the range of grouped rows it covers
@@ -127,11 +83,11 @@ struct Chunk {
   Value inRange;               // null when every thread's chunk exists
 };
 
-class PortableKernelEmitter {
+class PortableKernelEmitter : GroupedGemmEmitter {
 public:
   PortableKernelEmitter(ImplicitLocOpBuilder &builder, const GemmConfig &config,
-                        const KernelArgs &args)
-      : b(builder), cfg(config), args(args) {}
+                        const KernelParams &params)
+      : GroupedGemmEmitter(builder, config, params), cfg(config) {}
 
   void emit() {
     Value tid = gpu::ThreadIdOp::create(b, gpu::Dimension::x);
@@ -148,86 +104,15 @@ public:
   }
 
 private:
-  // --- small arithmetic helpers -------------------------------------------
-  Value idx(int64_t v) { return arith::ConstantIndexOp::create(b, v); }
-  Value f32(double v) {
-    return arith::ConstantOp::create(b, b.getF32FloatAttr(v));
-  }
-  Value add(Value x, Value y) { return arith::AddIOp::create(b, x, y); }
-  Value sub(Value x, Value y) { return arith::SubIOp::create(b, x, y); }
-  Value mul(Value x, Value y) { return arith::MulIOp::create(b, x, y); }
-  Value divu(Value x, Value y) { return arith::DivUIOp::create(b, x, y); }
-  Value remu(Value x, Value y) { return arith::RemUIOp::create(b, x, y); }
-  Value ceilDiv(Value x, int64_t y) {
-    return divu(add(x, idx(y - 1)), idx(y));
-  }
-  Value lt(Value x, Value y) {
-    return arith::CmpIOp::create(b, arith::CmpIPredicate::slt, x, y);
-  }
-  Value land(Value x, Value y) { return arith::AndIOp::create(b, x, y); }
-  Value select(Value c, Value x, Value y) {
-    return arith::SelectOp::create(b, c, x, y);
-  }
-  Value fadd(Value x, Value y) { return arith::AddFOp::create(b, x, y); }
-  Value fsub(Value x, Value y) { return arith::SubFOp::create(b, x, y); }
-  Value fmul(Value x, Value y) { return arith::MulFOp::create(b, x, y); }
-  Value fdiv(Value x, Value y) { return arith::DivFOp::create(b, x, y); }
-  Value toIndex(Value i32) {
-    return arith::IndexCastOp::create(b, b.getIndexType(), i32);
-  }
-  Value load(Value memref, Value index) {
-    return memref::LoadOp::create(b, memref, ValueRange{index});
-  }
-  Value loadIndex(Value memref, Value index) {
-    return toIndex(load(memref, index));
-  }
-
-  // `cond ? thenValue() : elseValue`, running thenValue's ops only under cond
-  // (for loads whose address is only valid when cond holds).
-  Value guarded(Value cond, Type type, function_ref<Value()> thenValue,
-                Value elseValue) {
-    auto ifOp = scf::IfOp::create(b, TypeRange{type}, cond,
-                                  /*withElseRegion=*/true);
-    OpBuilder::InsertionGuard guard(b);
-    b.setInsertionPointToStart(&ifOp.getThenRegion().front());
-    scf::YieldOp::create(b, thenValue());
-    b.setInsertionPointToStart(&ifOp.getElseRegion().front());
-    scf::YieldOp::create(b, elseValue);
-    return ifOp.getResult(0);
-  }
-  void when(Value cond, function_ref<void()> body) {
-    auto ifOp = scf::IfOp::create(b, cond, /*withElseRegion=*/false);
-    OpBuilder::InsertionGuard guard(b);
-    b.setInsertionPoint(ifOp.thenBlock()->getTerminator());
-    body();
-  }
-
-  // Grouped row -> row of the stored matrix (the token for gathered rows).
-  Value storedRow(Value row, Value valid, bool gathered) {
-    if (!gathered)
-      return row;
-    return guarded(valid, b.getIndexType(),
-                   [&] { return loadIndex(args.gather, row); }, idx(0));
-  }
-
   // --- shared memory ------------------------------------------------------
   void createSharedTiles() {
-    MLIRContext *ctx = b.getContext();
-    auto workgroup =
-        gpu::AddressSpaceAttr::get(ctx, gpu::AddressSpace::Workgroup);
-    auto bytes = MemRefType::get({ShapedType::kDynamic}, b.getI8Type(),
-                                 MemRefLayoutAttrInterface{}, workgroup);
-    Value base = gpu::DynamicSharedMemoryOp::create(b, bytes);
+    Value base = dynamicSharedBytes();
     const PortableTileLayout &l = cfg.layout;
-    auto aType = MemRefType::get({cfg.stages, l.aOuter, l.aInner}, cfg.element,
-                                 MemRefLayoutAttrInterface{}, workgroup);
-    auto bType = MemRefType::get({cfg.stages, l.bOuter, l.bInner}, cfg.element,
-                                 MemRefLayoutAttrInterface{}, workgroup);
-    const int64_t elementBytes = cfg.element.getIntOrFloatBitWidth() / 8;
+    auto aType = workgroupMemRef({cfg.stages, l.aOuter, l.aInner}, cfg.element);
+    auto bType = workgroupMemRef({cfg.stages, l.bOuter, l.bInner}, cfg.element);
     sharedA = memref::ViewOp::create(b, aType, base, idx(0), ValueRange{});
     sharedB = memref::ViewOp::create(
-        b, bType, base, idx(cfg.stages * l.aOuter * l.aInner * elementBytes),
-        ValueRange{});
+        b, bType, base, idx(cfg.stages * l.aOuter * l.aInner * cfg.elementBytes()), ValueRange{});
   }
 
   // --- CTA -> work ----------------------------------------------------------
@@ -315,26 +200,6 @@ private:
     emitTile(tile);
   }
 
-  // Tile-local column of B/C -> (global column of the stored matrix, valid).
-  std::pair<Value, Value> mapBColumn(const CtaTile &tile, Value column) {
-    if (!cfg.pairsGateUpChunks()) {
-      Value global = add(mul(tile.nTile, idx(cfg.tileN)), column);
-      return {global, lt(global, idx(cfg.n))};
-    }
-    Value half = gateColumn(tile, column);
-    Value isUp = arith::CmpIOp::create(
-        b, arith::CmpIPredicate::ne, remu(divu(column, idx(8)), idx(2)),
-        idx(0));
-    Value global = select(isUp, add(half, idx(cfg.n / 2)), half);
-    return {global, lt(half, idx(cfg.n / 2))};
-  }
-  // With paired gate/up chunks: the activation column j of tile column c.
-  Value gateColumn(const CtaTile &tile, Value column) {
-    Value pairBase = mul(divu(column, idx(16)), idx(8));
-    return add(add(mul(tile.nTile, idx(cfg.tileN / 2)), pairBase),
-               remu(column, idx(8)));
-  }
-
   // --- operand tiles ------------------------------------------------------
   OperandTile operandA(const CtaTile &tile) {
     OperandTile op;
@@ -381,9 +246,7 @@ private:
       op.outer = cfg.tileK;
       op.inner = cfg.tileN;
       op.kIsOuter = true;
-      op.fixedPart = [this, tile](Value column) {
-        return mapBColumn(tile, column);
-      };
+      op.fixedPart = [this, tile](Value column) { return mapBColumn(tile.nTile, column); };
       op.movingPart = [this, tile](Value kTile, Value row) {
         Value grouped =
             add(add(tile.rowBegin, mul(kTile, idx(cfg.tileK))), row);
@@ -400,7 +263,7 @@ private:
       op.inner = cfg.tileK;
       op.kIsOuter = false;
       op.fixedPart = [this, tile, expertBase](Value row) {
-        auto [column, valid] = mapBColumn(tile, row);
+        auto [column, valid] = mapBColumn(tile.nTile, row);
         return std::make_pair(add(expertBase, mul(column, idx(cfg.k))), valid);
       };
       op.movingPart = [this](Value kTile, Value column) {
@@ -411,9 +274,7 @@ private:
       op.outer = cfg.tileK;
       op.inner = cfg.tileN;
       op.kIsOuter = true;
-      op.fixedPart = [this, tile](Value column) {
-        return mapBColumn(tile, column);
-      };
+      op.fixedPart = [this, tile](Value column) { return mapBColumn(tile.nTile, column); };
       op.movingPart = [this, expertBase](Value kTile, Value row) {
         Value kIndex = add(mul(kTile, idx(cfg.tileK)), row);
         return std::make_pair(add(expertBase, mul(kIndex, idx(cfg.n))),
@@ -427,22 +288,17 @@ private:
   // their addresses (gather loads included) computed once, before the loop.
   SmallVector<Chunk> planChunks(const OperandTile &op) {
     const int64_t chunksPerOuter = op.inner / kChunkElements;
-    const int64_t total = op.outer * chunksPerOuter;
-    const int64_t perThread = (total + cfg.threads() - 1) / cfg.threads();
     SmallVector<Chunk> chunks;
-    for (int64_t j = 0; j < perThread; ++j) {
-      Chunk chunk;
-      Value linear = add(threadId, idx(j * cfg.threads()));
-      if ((j + 1) * cfg.threads() > total) {
-        chunk.inRange = lt(linear, idx(total));
-        linear = arith::MinUIOp::create(b, linear, idx(total - 1));
-      }
-      chunk.outer = divu(linear, idx(chunksPerOuter));
-      chunk.inner = mul(remu(linear, idx(chunksPerOuter)), idx(kChunkElements));
-      std::tie(chunk.fixedOffset, chunk.fixedValid) =
-          op.fixedPart(op.kIsOuter ? chunk.inner : chunk.outer);
-      chunks.push_back(chunk);
-    }
+    forEachThreadItem(threadId, cfg.threads(), op.outer * chunksPerOuter,
+                      [&](Value linear, Value inRange) {
+                        Chunk chunk;
+                        chunk.inRange = inRange;
+                        chunk.outer = divu(linear, idx(chunksPerOuter));
+                        chunk.inner = mul(remu(linear, idx(chunksPerOuter)), idx(kChunkElements));
+                        std::tie(chunk.fixedOffset, chunk.fixedValid) =
+                            op.fixedPart(op.kIsOuter ? chunk.inner : chunk.outer);
+                        chunks.push_back(chunk);
+                      });
     return chunks;
   }
 
@@ -463,10 +319,7 @@ private:
             op.global, ValueRange{offset}, b.getIndexAttr(kChunkElements),
             sourceElements, b.getUnitAttr());
       };
-      if (chunk.inRange)
-        when(chunk.inRange, copy);
-      else
-        copy();
+      whenSet(chunk.inRange, copy);
     }
   }
 
@@ -625,89 +478,9 @@ private:
   }
 
   // --- epilogue -----------------------------------------------------------
-  Value toElement(Value f32Value) {
-    return arith::TruncFOp::create(b, cfg.element, f32Value);
-  }
-  Value toF32(Value value) {
-    return arith::ExtFOp::create(b, b.getF32Type(), value);
-  }
-  // Stores two neighbouring elements (4-byte aligned: columns are even).
-  void storePair(Value memref, Value offset, Value first, Value second) {
-    auto type = VectorType::get({2}, cfg.element);
-    Value pair = vector::FromElementsOp::create(
-        b, type, ValueRange{toElement(first), toElement(second)});
-    vector::StoreOp::create(b, pair, memref, ValueRange{offset},
-                            /*nontemporal=*/false, llvm::Align(4));
-  }
-  std::pair<Value, Value> loadPair(Value memref, Value offset) {
-    auto type = VectorType::get({2}, cfg.element);
-    Value pair = vector::LoadOp::create(b, type, memref, ValueRange{offset},
-                                        /*nontemporal=*/false, llvm::Align(4));
-    return {toF32(vector::ExtractOp::create(b, pair, ArrayRef<int64_t>{0})),
-            toF32(vector::ExtractOp::create(b, pair, ArrayRef<int64_t>{1}))};
-  }
-
-  Value exp(Value x) { // e^x = 2^(x log2 e); ex2.approx is exact enough here
-    Value scaled = fmul(x, f32(1.4426950408889634));
-    return NVVM::InlinePtxOp::create(b, TypeRange{b.getF32Type()},
-                                     ValueRange{scaled}, ValueRange{},
-                                     "ex2.approx.ftz.f32 $0, $1;", Value())
-        .getResult(0);
-  }
-  Value tanh(Value x) {
-    return NVVM::InlinePtxOp::create(b, TypeRange{b.getF32Type()},
-                                     ValueRange{x}, ValueRange{},
-                                     "tanh.approx.f32 $0, $1;", Value())
-        .getResult(0);
-  }
-  Value sigmoid(Value x) {
-    Value one = f32(1.0);
-    return fdiv(one, fadd(one, exp(arith::NegFOp::create(b, x))));
-  }
-  // gelu(x) = 0.5 x (1 + tanh(c (x + 0.044715 x^3))), c = sqrt(2 / pi).
-  std::pair<Value, Value> geluAndDerivative(Value x) {
-    Value c = f32(0.7978845608028654), a = f32(0.044715), half = f32(0.5),
-          one = f32(1.0);
-    Value x2 = fmul(x, x);
-    Value inner = fmul(c, fadd(x, fmul(a, fmul(x2, x))));
-    Value t = tanh(inner);
-    Value value = fmul(fmul(half, x), fadd(one, t));
-    Value dInner = fmul(c, fadd(one, fmul(f32(3.0 * 0.044715), x2)));
-    Value derivative =
-        fadd(fmul(half, fadd(one, t)),
-             fmul(fmul(fmul(half, x), fsub(one, fmul(t, t))), dInner));
-    return {value, derivative};
-  }
-  // act(x) and act'(x) of the elementwise activation (for GLUs: of the gate).
-  std::pair<Value, Value> activationAndDerivative(Value x) {
-    switch (cfg.activation) {
-    case moe::Activation::SwiGLU: { // silu(x) = x sigmoid(x)
-      Value s = sigmoid(x), one = f32(1.0);
-      return {fmul(x, s), fmul(s, fadd(one, fmul(x, fsub(one, s))))};
-    }
-    case moe::Activation::GeGLU:
-    case moe::Activation::GeLU:
-      return geluAndDerivative(x);
-    case moe::Activation::ReLU: {
-      Value positive =
-          arith::CmpFOp::create(b, arith::CmpFPredicate::OGT, x, f32(0.0));
-      return {select(positive, x, f32(0.0)),
-              select(positive, f32(1.0), f32(0.0))};
-    }
-    case moe::Activation::None:
-      return {x, f32(1.0)};
-    }
-    llvm_unreachable("unknown activation");
-  }
-  Value activation(Value gate, Value up) {
-    Value a = activationAndDerivative(gate).first;
-    return isGated(cfg.activation) ? fmul(a, up) : a;
-  }
-
   void emitEpilogue(const CtaTile &tile, ArrayRef<Value> acc) {
-    Value rowInTile = divu(lane, idx(4));
-    Value columnInPair = mul(remu(lane, idx(4)), idx(2));
-    const bool dActivation = cfg.epilogue == moe::Epilogue::DActivation;
+    Value rowInTile = fragmentRow();
+    Value columnInPair = fragmentColumn();
     for (int64_t i = 0; i < cfg.mmaTilesM(); ++i) {
       for (int64_t h = 0; h < 2; ++h) {
         Value row = add(add(mul(warpM, idx(cfg.warpTileM())),
@@ -723,166 +496,20 @@ private:
           rowValid = lt(mIndex, idx(cfg.m));
           outRow = add(mul(tile.expert, idx(cfg.m)), mIndex);
         }
-        Value rowScale;
-        if (cfg.epilogue == moe::Epilogue::ScaleRows || dActivation)
-          rowScale = guarded(rowValid, b.getF32Type(),
-                             [&] { return load(args.scale, outRow); },
-                             f32(0.0));
-        Value rowBase = mul(outRow, idx(cfg.cColumns));
-        Value partialDs = f32(0.0);
-        const int64_t step = cfg.pairsGateUpChunks() ? 2 : 1;
-        for (int64_t j = 0; j < cfg.mmaTilesN(); j += step) {
-          Value column = add(
-              add(mul(warpN, idx(cfg.warpTileN())), idx(j * kMmaN)),
-              columnInPair);
-          Value v0 = acc[accIndex(cfg, i, j, 2 * h)];
-          Value v1 = acc[accIndex(cfg, i, j, 2 * h + 1)];
-          if (cfg.pairsGateUpChunks()) {
-            Value u0 = acc[accIndex(cfg, i, j + 1, 2 * h)];
-            Value u1 = acc[accIndex(cfg, i, j + 1, 2 * h + 1)];
-            Value gate = gateColumn(tile, column);
-            when(land(rowValid, lt(gate, idx(cfg.n / 2))), [&] {
-              storePair(args.c, add(rowBase, gate), v0, v1);
-              storePair(args.c, add(rowBase, add(gate, idx(cfg.n / 2))), u0,
-                        u1);
-              storePair(args.auxOut,
-                        add(mul(outRow, idx(cfg.auxColumns)), gate),
-                        activation(v0, u0), activation(v1, u1));
-            });
-            continue;
-          }
-          Value global = add(mul(tile.nTile, idx(cfg.tileN)), column);
-          Value valid = land(rowValid, lt(global, idx(cfg.n)));
-          if (dActivation) {
-            partialDs = fadd(partialDs,
-                             emitDActivation(valid, outRow, global, rowScale,
-                                             v0, v1));
-            continue;
-          }
-          when(valid, [&] {
-            emitStoreEpilogue(outRow, rowBase, global, rowScale, v0, v1);
-          });
-        }
-        if (dActivation)
-          emitRowSumAtomic(partialDs, rowValid, outRow);
+        emitEpilogueRow(
+            tile.nTile, outRow, rowValid, cfg.mmaTilesN(),
+            [&](int64_t j) {
+              return add(add(mul(warpN, idx(cfg.warpTileN())), idx(j * kMmaN)), columnInPair);
+            },
+            [&](int64_t j, int64_t e) { return acc[accIndex(cfg, i, j, 2 * h + e)]; });
       }
     }
   }
 
-  void emitStoreEpilogue(Value outRow, Value rowBase, Value column,
-                         Value rowScale, Value v0, Value v1) {
-    switch (cfg.epilogue) {
-    case moe::Epilogue::Store:
-      storePair(args.c, add(rowBase, column), v0, v1);
-      return;
-    case moe::Epilogue::ScaleRows:
-      storePair(args.c, add(rowBase, column), fmul(rowScale, v0),
-                fmul(rowScale, v1));
-      return;
-    case moe::Epilogue::ActForward: {
-      storePair(args.c, add(rowBase, column), v0, v1);
-      Value auxRow = mul(outRow, idx(cfg.auxColumns));
-      if (isGated(cfg.activation)) { // interleaved: (gate j, up j) = (v0, v1)
-        memref::StoreOp::create(b, toElement(activation(v0, v1)), args.auxOut,
-                                ValueRange{add(auxRow, divu(column, idx(2)))});
-        return;
-      }
-      storePair(args.auxOut, add(auxRow, column), activation(v0, Value()),
-                activation(v1, Value()));
-      return;
-    }
-    case moe::Epilogue::DActivation:
-      break;
-    }
-    llvm_unreachable("handled by emitDActivation");
-  }
-
-  // dA = (v0, v1) at columns j, j+1 of the n activation columns. Writes
-  // dH = dact(H, s dA) and returns this thread's part of
-  // dS[row] = sum_j dA[row, j] act(H)[row, j] (zero when invalid).
-  Value emitDActivation(Value valid, Value outRow, Value column,
-                        Value rowScale, Value v0, Value v1) {
-    return guarded(
-        valid, b.getF32Type(),
-        [&] {
-          Value rowBase = mul(outRow, idx(cfg.cColumns));
-          const bool gated = isGated(cfg.activation);
-          const bool interleaved =
-              cfg.gateUp == moe::GateUpLayout::Interleaved;
-          // Columns of H/dH holding gate j (and j+1) and up j (and j+1).
-          Value gateOffset, upOffset;
-          Value g0, g1, u0, u1;
-          if (gated && interleaved) {
-            gateOffset = add(rowBase, mul(column, idx(2)));
-            std::tie(g0, u0) = loadPair(args.auxIn, gateOffset);
-            std::tie(g1, u1) = loadPair(args.auxIn, add(gateOffset, idx(2)));
-          } else {
-            gateOffset = add(rowBase, column);
-            std::tie(g0, g1) = loadPair(args.auxIn, gateOffset);
-            if (gated) {
-              upOffset = add(gateOffset, idx(cfg.n));
-              std::tie(u0, u1) = loadPair(args.auxIn, upOffset);
-            }
-          }
-          Value ds = f32(0.0);
-          SmallVector<Value> dGate, dUp;
-          for (auto [dA, g, u] : {std::tuple{v0, g0, u0}, {v1, g1, u1}}) {
-            auto [act, dAct] = activationAndDerivative(g);
-            Value scaled = fmul(rowScale, dA);
-            if (gated) {
-              ds = fadd(ds, fmul(dA, fmul(act, u)));
-              dGate.push_back(fmul(fmul(scaled, u), dAct));
-              dUp.push_back(fmul(scaled, act));
-            } else {
-              ds = fadd(ds, fmul(dA, act));
-              dGate.push_back(fmul(scaled, dAct));
-            }
-          }
-          if (gated && interleaved) {
-            storePair(args.c, gateOffset, dGate[0], dUp[0]);
-            storePair(args.c, add(gateOffset, idx(2)), dGate[1], dUp[1]);
-          } else {
-            storePair(args.c, gateOffset, dGate[0], dGate[1]);
-            if (gated)
-              storePair(args.c, upOffset, dUp[0], dUp[1]);
-          }
-          return ds;
-        },
-        f32(0.0));
-  }
-
-  // The four lanes of a quad share a row: reduce over them, then one
-  // atomic add per row and warp.
-  void emitRowSumAtomic(Value partial, Value rowValid, Value outRow) {
-    for (int32_t offset : {1, 2}) {
-      Value other = gpu::ShuffleOp::create(b, partial, offset, kWarpSize,
-                                           gpu::ShuffleMode::XOR)
-                        .getShuffleResult();
-      partial = fadd(partial, other);
-    }
-    Value leader = arith::CmpIOp::create(b, arith::CmpIPredicate::eq,
-                                         remu(lane, idx(4)), idx(0));
-    when(land(leader, rowValid), [&] {
-      memref::AtomicRMWOp::create(b, arith::AtomicRMWKind::addf, partial,
-                                  args.auxOut, ValueRange{outRow});
-    });
-  }
-
-  ImplicitLocOpBuilder &b;
   const GemmConfig &cfg;
-  KernelArgs args;
-  Value threadId, lane, warpM, warpN;
+  Value threadId, warpM, warpN;
   Value sharedA, sharedB;
 };
-
-gpu::GPUModuleOp getOrCreateKernelModule(ModuleOp module) {
-  if (auto existing = module.lookupSymbol<gpu::GPUModuleOp>(kKernelModuleName))
-    return existing;
-  module->setAttr(gpu::GPUDialect::getContainerModuleAttrName(),
-                  UnitAttr::get(module.getContext()));
-  OpBuilder builder = OpBuilder::atBlockEnd(module.getBody());
-  return gpu::GPUModuleOp::create(builder, module.getLoc(), kKernelModuleName);
-}
 
 LogicalResult lowerGroupedGemm(moe::GroupedGemmOp op,
                                gpu::GPUModuleOp kernels) {
@@ -891,54 +518,19 @@ LogicalResult lowerGroupedGemm(moe::GroupedGemmOp op,
            << moe::stringifyKernelPath(op.getPath())
            << " is not implemented yet; use path = portable";
   const GemmConfig cfg(op);
-  MLIRContext *ctx = op.getContext();
-  auto buffer = [](Type element) {
-    return MemRefType::get({kUnboundedExtent}, element);
-  };
-  Type i32 = IntegerType::get(ctx, 32);
-  SmallVector<Type> params = {
-      buffer(cfg.element),          buffer(cfg.element),
-      buffer(cfg.element),          buffer(cfg.element),
-      buffer(cfg.auxOutElement(ctx)), buffer(i32),
-      buffer(i32),                  buffer(Float32Type::get(ctx)),
-      i32};
-  assert(params.size() == static_cast<size_t>(KernelArg::Count));
-
-  OpBuilder moduleBuilder = OpBuilder::atBlockEnd(kernels.getBody());
-  auto func = gpu::GPUFuncOp::create(moduleBuilder, op.getLoc(),
-                                     op.getSymName(),
-                                     FunctionType::get(ctx, params, {}));
-  func->setAttr(gpu::GPUDialect::getKernelFuncAttrName(), UnitAttr::get(ctx));
-  func.setKnownBlockSizeAttr(DenseI32ArrayAttr::get(
-      ctx, {static_cast<int32_t>(cfg.threads()), 1, 1}));
-
-  ImplicitLocOpBuilder builder(op.getLoc(), ctx);
-  builder.setInsertionPointToStart(&func.getBody().front());
-  Block &entry = func.getBody().front();
-  KernelArgs args{entry.getArgument(0), entry.getArgument(1),
-                  entry.getArgument(2), entry.getArgument(3),
-                  entry.getArgument(4), entry.getArgument(5),
-                  entry.getArgument(6), entry.getArgument(7),
-                  entry.getArgument(8)};
-  PortableKernelEmitter(builder, cfg, args).emit();
-  gpu::ReturnOp::create(builder);
+  buildKernel(op, kernels, cfg.threads(),
+              [&](ImplicitLocOpBuilder &builder, const KernelParams &params) {
+                PortableKernelEmitter(builder, cfg, params).emit();
+              });
   return success();
 }
 
 struct MoeLowerGroupedGemmPass
     : impl::MoeLowerGroupedGemmBase<MoeLowerGroupedGemmPass> {
   void runOnOperation() override {
-    ModuleOp module = getOperation();
-    SmallVector<moe::GroupedGemmOp> ops;
-    module.walk([&](moe::GroupedGemmOp op) { ops.push_back(op); });
-    if (ops.empty())
-      return;
-    gpu::GPUModuleOp kernels = getOrCreateKernelModule(module);
-    for (moe::GroupedGemmOp op : ops) {
-      if (failed(lowerGroupedGemm(op, kernels)))
-        return signalPassFailure();
-      op.erase();
-    }
+    if (failed(lowerGroupedGemmOps(
+            getOperation(), [](moe::GroupedGemmOp) { return true; }, lowerGroupedGemm)))
+      signalPassFailure();
   }
 };
 

@@ -1,0 +1,399 @@
+#include "compiler/lowering/kernel_common.h"
+
+#include "moejit/problem.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/LLVMIR/NVVMDialect.h"
+#include "mlir/Dialect/MemRef/IR/MemRef.h"
+#include "mlir/Dialect/SCF/IR/SCF.h"
+#include "mlir/Dialect/Vector/IR/VectorOps.h"
+
+#include <tuple>
+
+namespace moejit::lowering {
+
+using namespace mlir;
+
+bool isGated(moe::Activation activation) {
+  return activation == moe::Activation::SwiGLU || activation == moe::Activation::GeGLU;
+}
+
+// --- the op -----------------------------------------------------------------
+
+GroupedGemmAttrs::GroupedGemmAttrs(moe::GroupedGemmOp op)
+    : varlenM(op.getVarlen() == moe::Varlen::M), element(op.getElementType()),
+      experts(op.getExperts()), m(op.getM()), n(op.getN()), k(op.getK()),
+      bKContiguous(op.getBKContiguous()), gatherA(op.getGatherA()), gatherB(op.getGatherB()),
+      scaleBRows(op.getScaleBRows()), epilogue(op.getEpilogue()), activation(op.getActivation()),
+      gateUp(op.getGateUp()), cColumns(op.getCColumns()), auxColumns(op.getAuxColumns()),
+      tileM(op.getTile()[0]), tileN(op.getTile()[1]), tileK(op.getTile()[2]),
+      stages(op.getStages()) {}
+
+int64_t GroupedGemmAttrs::elementBytes() const { return element.getIntOrFloatBitWidth() / 8; }
+
+bool GroupedGemmAttrs::pairsGateUpChunks() const {
+  return epilogue == moe::Epilogue::ActForward && isGated(activation) &&
+         gateUp == moe::GateUpLayout::Concatenated;
+}
+
+// --- the kernel -------------------------------------------------------------
+
+void buildKernel(moe::GroupedGemmOp op, gpu::GPUModuleOp kernels, int64_t threads,
+                 KernelBodyEmitter emitBody) {
+  MLIRContext *ctx = op.getContext();
+  auto buffer = [](Type element) { return MemRefType::get({kUnboundedExtent}, element); };
+  Type element = op.getElementType();
+  Type auxOut =
+      op.getEpilogue() == moe::Epilogue::DActivation ? Type(Float32Type::get(ctx)) : element;
+  Type i32 = IntegerType::get(ctx, 32);
+  SmallVector<Type> params = {buffer(element),
+                              buffer(element),
+                              buffer(element),
+                              buffer(element),
+                              buffer(auxOut),
+                              buffer(i32),
+                              buffer(i32),
+                              buffer(Float32Type::get(ctx)),
+                              i32};
+  assert(params.size() == static_cast<size_t>(KernelArg::Count));
+  OpBuilder moduleBuilder = OpBuilder::atBlockEnd(kernels.getBody());
+  auto func = gpu::GPUFuncOp::create(moduleBuilder, op.getLoc(), op.getSymName(),
+                                     FunctionType::get(ctx, params, {}));
+  func->setAttr(gpu::GPUDialect::getKernelFuncAttrName(), UnitAttr::get(ctx));
+  func.setKnownBlockSizeAttr(DenseI32ArrayAttr::get(ctx, {static_cast<int32_t>(threads), 1, 1}));
+
+  Block &entry = func.getBody().front();
+  ImplicitLocOpBuilder builder(op.getLoc(), ctx);
+  builder.setInsertionPointToStart(&entry);
+  emitBody(builder, KernelParams{entry.getArgument(0), entry.getArgument(1), entry.getArgument(2),
+                                 entry.getArgument(3), entry.getArgument(4), entry.getArgument(5),
+                                 entry.getArgument(6), entry.getArgument(7), entry.getArgument(8)});
+  gpu::ReturnOp::create(builder);
+}
+
+static gpu::GPUModuleOp getOrCreateKernelModule(ModuleOp module) {
+  if (auto existing = module.lookupSymbol<gpu::GPUModuleOp>(kKernelModuleName))
+    return existing;
+  module->setAttr(gpu::GPUDialect::getContainerModuleAttrName(),
+                  UnitAttr::get(module.getContext()));
+  OpBuilder builder = OpBuilder::atBlockEnd(module.getBody());
+  return gpu::GPUModuleOp::create(builder, module.getLoc(), kKernelModuleName);
+}
+
+LogicalResult
+lowerGroupedGemmOps(ModuleOp module, function_ref<bool(moe::GroupedGemmOp)> selects,
+                    function_ref<LogicalResult(moe::GroupedGemmOp, gpu::GPUModuleOp)> lower) {
+  SmallVector<moe::GroupedGemmOp> ops;
+  module.walk([&](moe::GroupedGemmOp op) {
+    if (selects(op))
+      ops.push_back(op);
+  });
+  if (ops.empty())
+    return success();
+  gpu::GPUModuleOp kernels = getOrCreateKernelModule(module);
+  for (moe::GroupedGemmOp op : ops) {
+    if (failed(lower(op, kernels)))
+      return failure();
+    op.erase();
+  }
+  return success();
+}
+
+// --- guarded regions and shared memory --------------------------------------
+
+Value KernelBuilder::guarded(Value cond, Type type, function_ref<Value()> thenValue,
+                             Value elseValue) {
+  auto ifOp = scf::IfOp::create(b, TypeRange{type}, cond,
+                                /*withElseRegion=*/true);
+  OpBuilder::InsertionGuard guard(b);
+  b.setInsertionPointToStart(&ifOp.getThenRegion().front());
+  scf::YieldOp::create(b, thenValue());
+  b.setInsertionPointToStart(&ifOp.getElseRegion().front());
+  scf::YieldOp::create(b, elseValue);
+  return ifOp.getResult(0);
+}
+
+void KernelBuilder::when(Value cond, function_ref<void()> body) {
+  auto ifOp = scf::IfOp::create(b, cond, /*withElseRegion=*/false);
+  OpBuilder::InsertionGuard guard(b);
+  b.setInsertionPoint(ifOp.thenBlock()->getTerminator());
+  body();
+}
+
+void KernelBuilder::whenSet(Value cond, function_ref<void()> body) {
+  if (cond)
+    when(cond, body);
+  else
+    body();
+}
+
+Value KernelBuilder::dynamicSharedBytes() {
+  return gpu::DynamicSharedMemoryOp::create(b,
+                                            workgroupMemRef({ShapedType::kDynamic}, b.getI8Type()));
+}
+
+MemRefType KernelBuilder::workgroupMemRef(ArrayRef<int64_t> shape, Type element) {
+  auto workgroup = gpu::AddressSpaceAttr::get(b.getContext(), gpu::AddressSpace::Workgroup);
+  return MemRefType::get(shape, element, MemRefLayoutAttrInterface{}, workgroup);
+}
+
+// --- rows, columns and thread items -----------------------------------------
+
+Value GroupedGemmEmitter::storedRow(Value row, Value valid, bool gathered) {
+  if (!gathered)
+    return row;
+  return guarded(
+      valid, b.getIndexType(), [&] { return loadIndex(args.gather, row); }, idx(0));
+}
+
+std::pair<Value, Value> GroupedGemmEmitter::mapBColumn(Value nTile, Value column) {
+  if (!attrs.pairsGateUpChunks()) {
+    Value global = add(mul(nTile, idx(attrs.tileN)), column);
+    return {global, lt(global, idx(attrs.n))};
+  }
+  Value half = gateColumn(nTile, column);
+  Value isUp = arith::CmpIOp::create(b, arith::CmpIPredicate::ne,
+                                     remu(divu(column, idx(8)), idx(2)), idx(0));
+  Value global = select(isUp, add(half, idx(attrs.n / 2)), half);
+  return {global, lt(half, idx(attrs.n / 2))};
+}
+
+Value GroupedGemmEmitter::gateColumn(Value nTile, Value column) {
+  Value pairBase = mul(divu(column, idx(16)), idx(8));
+  return add(add(mul(nTile, idx(attrs.tileN / 2)), pairBase), remu(column, idx(8)));
+}
+
+void GroupedGemmEmitter::forEachThreadItem(Value threadId, int64_t threads, int64_t total,
+                                           function_ref<void(Value item, Value inRange)> each) {
+  const int64_t perThread = (total + threads - 1) / threads;
+  for (int64_t j = 0; j < perThread; ++j) {
+    Value item = add(threadId, idx(j * threads));
+    Value inRange;
+    if ((j + 1) * threads > total) {
+      inRange = lt(item, idx(total));
+      item = arith::MinUIOp::create(b, item, idx(total - 1));
+    }
+    each(item, inRange);
+  }
+}
+
+Value GroupedGemmEmitter::fragmentRow() { return divu(lane, idx(4)); }
+
+Value GroupedGemmEmitter::fragmentColumn() { return mul(remu(lane, idx(4)), idx(2)); }
+
+// --- epilogue ---------------------------------------------------------------
+
+Value GroupedGemmEmitter::toElement(Value f32Value) {
+  return arith::TruncFOp::create(b, attrs.element, f32Value);
+}
+
+Value GroupedGemmEmitter::toF32(Value value) {
+  return arith::ExtFOp::create(b, b.getF32Type(), value);
+}
+
+// Stores two neighbouring elements (4-byte aligned: columns are even).
+void GroupedGemmEmitter::storePair(Value memref, Value offset, Value first, Value second) {
+  auto type = VectorType::get({2}, attrs.element);
+  Value pair =
+      vector::FromElementsOp::create(b, type, ValueRange{toElement(first), toElement(second)});
+  vector::StoreOp::create(b, pair, memref, ValueRange{offset},
+                          /*nontemporal=*/false, llvm::Align(4));
+}
+
+std::pair<Value, Value> GroupedGemmEmitter::loadPair(Value memref, Value offset) {
+  auto type = VectorType::get({2}, attrs.element);
+  Value pair = vector::LoadOp::create(b, type, memref, ValueRange{offset},
+                                      /*nontemporal=*/false, llvm::Align(4));
+  return {toF32(vector::ExtractOp::create(b, pair, ArrayRef<int64_t>{0})),
+          toF32(vector::ExtractOp::create(b, pair, ArrayRef<int64_t>{1}))};
+}
+
+// e^x = 2^(x log2 e); ex2.approx is exact enough here.
+Value GroupedGemmEmitter::exp(Value x) {
+  Value scaled = fmul(x, f32(1.4426950408889634));
+  return NVVM::InlinePtxOp::create(b, TypeRange{b.getF32Type()}, ValueRange{scaled}, ValueRange{},
+                                   "ex2.approx.ftz.f32 $0, $1;", Value())
+      .getResult(0);
+}
+
+Value GroupedGemmEmitter::tanh(Value x) {
+  return NVVM::InlinePtxOp::create(b, TypeRange{b.getF32Type()}, ValueRange{x}, ValueRange{},
+                                   "tanh.approx.f32 $0, $1;", Value())
+      .getResult(0);
+}
+
+Value GroupedGemmEmitter::sigmoid(Value x) {
+  Value one = f32(1.0);
+  return fdiv(one, fadd(one, exp(arith::NegFOp::create(b, x))));
+}
+
+// gelu(x) = 0.5 x (1 + tanh(c (x + 0.044715 x^3))), c = sqrt(2 / pi).
+std::pair<Value, Value> GroupedGemmEmitter::geluAndDerivative(Value x) {
+  Value c = f32(0.7978845608028654), a = f32(0.044715), half = f32(0.5), one = f32(1.0);
+  Value x2 = fmul(x, x);
+  Value t = tanh(fmul(c, fadd(x, fmul(a, fmul(x2, x)))));
+  Value value = fmul(fmul(half, x), fadd(one, t));
+  Value dInner = fmul(c, fadd(one, fmul(f32(3.0 * 0.044715), x2)));
+  Value derivative =
+      fadd(fmul(half, fadd(one, t)), fmul(fmul(fmul(half, x), fsub(one, fmul(t, t))), dInner));
+  return {value, derivative};
+}
+
+// act(x) and act'(x) of the elementwise activation (for GLUs: of the gate).
+std::pair<Value, Value> GroupedGemmEmitter::activationAndDerivative(Value x) {
+  switch (attrs.activation) {
+  case moe::Activation::SwiGLU: { // silu(x) = x sigmoid(x)
+    Value s = sigmoid(x), one = f32(1.0);
+    return {fmul(x, s), fmul(s, fadd(one, fmul(x, fsub(one, s))))};
+  }
+  case moe::Activation::GeGLU:
+  case moe::Activation::GeLU:
+    return geluAndDerivative(x);
+  case moe::Activation::ReLU: {
+    Value positive = arith::CmpFOp::create(b, arith::CmpFPredicate::OGT, x, f32(0.0));
+    return {select(positive, x, f32(0.0)), select(positive, f32(1.0), f32(0.0))};
+  }
+  case moe::Activation::None:
+    return {x, f32(1.0)};
+  }
+  llvm_unreachable("unknown activation");
+}
+
+Value GroupedGemmEmitter::activation(Value gate, Value up) {
+  Value a = activationAndDerivative(gate).first;
+  return isGated(attrs.activation) ? fmul(a, up) : a;
+}
+
+void GroupedGemmEmitter::emitEpilogueRow(Value nTile, Value outRow, Value rowValid,
+                                         int64_t n8Blocks,
+                                         function_ref<Value(int64_t j)> tileColumn,
+                                         function_ref<Value(int64_t j, int64_t e)> fragment) {
+  const bool dActivation = attrs.epilogue == moe::Epilogue::DActivation;
+  Value rowScale;
+  if (attrs.epilogue == moe::Epilogue::ScaleRows || dActivation)
+    rowScale = guarded(
+        rowValid, b.getF32Type(), [&] { return load(args.scale, outRow); }, f32(0.0));
+  Value rowBase = mul(outRow, idx(attrs.cColumns));
+  Value partialDs = f32(0.0);
+  const int64_t step = attrs.pairsGateUpChunks() ? 2 : 1;
+  for (int64_t j = 0; j < n8Blocks; j += step) {
+    Value column = tileColumn(j);
+    Value v0 = fragment(j, 0), v1 = fragment(j, 1);
+    if (attrs.pairsGateUpChunks()) {
+      Value u0 = fragment(j + 1, 0), u1 = fragment(j + 1, 1);
+      Value gate = gateColumn(nTile, column);
+      when(land(rowValid, lt(gate, idx(attrs.n / 2))), [&] {
+        storePair(args.c, add(rowBase, gate), v0, v1);
+        storePair(args.c, add(rowBase, add(gate, idx(attrs.n / 2))), u0, u1);
+        storePair(args.auxOut, add(mul(outRow, idx(attrs.auxColumns)), gate), activation(v0, u0),
+                  activation(v1, u1));
+      });
+      continue;
+    }
+    auto [global, columnValid] = mapBColumn(nTile, column);
+    Value valid = land(rowValid, columnValid);
+    if (dActivation) {
+      partialDs = fadd(partialDs, emitDActivation(valid, outRow, global, rowScale, v0, v1));
+      continue;
+    }
+    when(valid, [&] { emitStoreEpilogue(outRow, rowBase, global, rowScale, v0, v1); });
+  }
+  if (dActivation)
+    emitRowSumAtomic(partialDs, rowValid, outRow);
+}
+
+void GroupedGemmEmitter::emitStoreEpilogue(Value outRow, Value rowBase, Value column,
+                                           Value rowScale, Value v0, Value v1) {
+  switch (attrs.epilogue) {
+  case moe::Epilogue::Store:
+    storePair(args.c, add(rowBase, column), v0, v1);
+    return;
+  case moe::Epilogue::ScaleRows:
+    storePair(args.c, add(rowBase, column), fmul(rowScale, v0), fmul(rowScale, v1));
+    return;
+  case moe::Epilogue::ActForward: {
+    storePair(args.c, add(rowBase, column), v0, v1);
+    Value auxRow = mul(outRow, idx(attrs.auxColumns));
+    if (isGated(attrs.activation)) { // interleaved: (gate j, up j) = (v0, v1)
+      memref::StoreOp::create(b, toElement(activation(v0, v1)), args.auxOut,
+                              ValueRange{add(auxRow, divu(column, idx(2)))});
+      return;
+    }
+    storePair(args.auxOut, add(auxRow, column), activation(v0, Value()), activation(v1, Value()));
+    return;
+  }
+  case moe::Epilogue::DActivation:
+    break;
+  }
+  llvm_unreachable("handled by emitDActivation");
+}
+
+// dA = (v0, v1) at columns j, j+1 of the n activation columns. Writes
+// dH = dact(H, s dA) and returns this thread's part of
+// dS[row] = sum_j dA[row, j] act(H)[row, j] (zero when invalid).
+Value GroupedGemmEmitter::emitDActivation(Value valid, Value outRow, Value column, Value rowScale,
+                                          Value v0, Value v1) {
+  return guarded(
+      valid, b.getF32Type(),
+      [&] {
+        Value rowBase = mul(outRow, idx(attrs.cColumns));
+        const bool gated = isGated(attrs.activation);
+        const bool interleaved = attrs.gateUp == moe::GateUpLayout::Interleaved;
+        // Columns of H/dH holding gate j (and j+1) and up j (and j+1).
+        Value gateOffset, upOffset;
+        Value g0, g1, u0, u1;
+        if (gated && interleaved) {
+          gateOffset = add(rowBase, mul(column, idx(2)));
+          std::tie(g0, u0) = loadPair(args.auxIn, gateOffset);
+          std::tie(g1, u1) = loadPair(args.auxIn, add(gateOffset, idx(2)));
+        } else {
+          gateOffset = add(rowBase, column);
+          std::tie(g0, g1) = loadPair(args.auxIn, gateOffset);
+          if (gated) {
+            upOffset = add(gateOffset, idx(attrs.n));
+            std::tie(u0, u1) = loadPair(args.auxIn, upOffset);
+          }
+        }
+        Value ds = f32(0.0);
+        SmallVector<Value> dGate, dUp;
+        for (auto [dA, g, u] : {std::tuple{v0, g0, u0}, {v1, g1, u1}}) {
+          auto [act, dAct] = activationAndDerivative(g);
+          Value scaled = fmul(rowScale, dA);
+          if (gated) {
+            ds = fadd(ds, fmul(dA, fmul(act, u)));
+            dGate.push_back(fmul(fmul(scaled, u), dAct));
+            dUp.push_back(fmul(scaled, act));
+          } else {
+            ds = fadd(ds, fmul(dA, act));
+            dGate.push_back(fmul(scaled, dAct));
+          }
+        }
+        if (gated && interleaved) {
+          storePair(args.c, gateOffset, dGate[0], dUp[0]);
+          storePair(args.c, add(gateOffset, idx(2)), dGate[1], dUp[1]);
+        } else {
+          storePair(args.c, gateOffset, dGate[0], dGate[1]);
+          if (gated)
+            storePair(args.c, upOffset, dUp[0], dUp[1]);
+        }
+        return ds;
+      },
+      f32(0.0));
+}
+
+// The four lanes of a quad share a row: reduce over them, then one atomic
+// add per row and warp.
+void GroupedGemmEmitter::emitRowSumAtomic(Value partial, Value rowValid, Value outRow) {
+  for (int32_t offset : {1, 2}) {
+    Value other = gpu::ShuffleOp::create(b, partial, offset, kWarpSize, gpu::ShuffleMode::XOR)
+                      .getShuffleResult();
+    partial = fadd(partial, other);
+  }
+  Value leader = arith::CmpIOp::create(b, arith::CmpIPredicate::eq, remu(lane, idx(4)), idx(0));
+  when(land(leader, rowValid), [&] {
+    memref::AtomicRMWOp::create(b, arith::AtomicRMWKind::addf, partial, args.auxOut,
+                                ValueRange{outRow});
+  });
+}
+
+} // namespace moejit::lowering
