@@ -7,8 +7,8 @@ cd "$(dirname "$0")/.."
 build=${1:-build}
 stage=.devicebuild
 rm -rf "$stage" && mkdir -p "$stage"
-for bin in tools/moejit/moejit tools/moejit-opt/moejit-opt bench/moejit_compile_latency \
-           $(cd "$build" && find tests -maxdepth 3 -type f -perm -u+x -name 'moejit_*tests' -printf '%p\n'); do
+for bin in tools/moejit/moejit bench/moejit_compile_latency \
+           $(cd "$build" && find tests -maxdepth 3 -type f -perm -u+x -name 'moejit_gpu_*tests' -printf '%p\n'); do
   [ -f "$build/$bin" ] || continue
   strip -o "$stage/$(basename "$bin")" "$build/$bin"
 done
