@@ -37,7 +37,7 @@ for section in "${sections[@]}"; do
       timeout 100 "$m" run "examples/$ex.moe" --tokens 4096 --routing zipf:1.5 --iters 0
     done 2>&1 | tee "$out/runs.log" ;;
   forward)
-    python3 bench/layer_forward_vs_torch.py --moejit "$m" --iters 20 --json "$out/forward.json" \
+    timeout ${FORWARD_TIMEOUT:-240} python3 bench/layer_forward_vs_torch.py --moejit "$m" --iters 20 --json "$out/forward.json" \
       2>&1 | tee "$out/forward.log" ;;
   sanitizer)
     compute-sanitizer --tool memcheck --print-limit 20 "$m" run examples/sonicmoe-7b.moe \
