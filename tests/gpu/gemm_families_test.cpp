@@ -120,7 +120,9 @@ TEST_P(GemmFamilies, MatchReference) {
     const LayerSpec &layer = compiled.spec.layers[l];
     const GroupedRows rows = groupByExpert(
         route(routing, c.tokens, layer.experts, layer.router.topK, /*seed=*/c.tokens + 1));
-    if (c.routing != "uniform" && c.tokens > 0) {
+    // With few experts (Mixtral's 8) every expert still gets tokens under a
+    // skew; the layers with many experts are the ones that check empty ones.
+    if (c.routing != "uniform" && c.tokens > 0 && layer.experts >= 32) {
       EXPECT_GT(std::count(rows.counts.begin(), rows.counts.end(), 0), 0)
           << "the skewed routing should leave experts empty";
     }
