@@ -566,14 +566,22 @@ private:
     addStandardGemms(layer, target_);
   }
 
-  void readRouter(const AstNode &block, const std::string &layerPath, LayerSpec &layer) {
-    const std::string path = layerPath + ".router";
+  // Records where the block at `path` is; false (and the path poisoned) when
+  // the block did not parse, so its fields are not read.
+  bool openUnnamedBlock(const AstNode &block, const std::string &path) {
     source_.locations[path] = block.loc;
     if (block.malformed) {
       poison(path);
-      return;
+      return false;
     }
     rejectName(block);
+    return true;
+  }
+
+  void readRouter(const AstNode &block, const std::string &layerPath, LayerSpec &layer) {
+    const std::string path = layerPath + ".router";
+    if (!openUnnamedBlock(block, path))
+      return;
     std::map<std::string, SourceLoc> seen;
     walk(
         block, path, kRouterGrammar, seen,
@@ -596,12 +604,8 @@ private:
 
   void readRounding(const AstNode &block, const std::string &layerPath, LayerSpec &layer) {
     const std::string path = layerPath + ".rounding";
-    source_.locations[path] = block.loc;
-    if (block.malformed) {
-      poison(path);
+    if (!openUnnamedBlock(block, path))
       return;
-    }
-    rejectName(block);
     std::map<std::string, SourceLoc> seen;
     walk(
         block, path, kRoundingGrammar, seen,
