@@ -17,6 +17,10 @@ struct moejit_kernels {
   moejit::LayerKernels kernels;
 };
 
+struct moejit_layer {
+  moejit::MoeLayer layer;
+};
+
 namespace {
 
 // The C API's error slot: one message per thread, as moejit_last_error()
@@ -71,6 +75,15 @@ const moejit::LayerSpec *findLayer(const moejit::Spec &spec, const char *name) {
 moejit_status noLayer(const char *name) {
   return fail(MOEJIT_ERROR_NOT_FOUND, name ? std::string("the spec has no layer '") + name + "'"
                                            : std::string("the spec has no layer"));
+}
+
+moejit::ForwardOptions forwardOptions(const moejit_forward_options *options) {
+  moejit::ForwardOptions cpp;
+  if (options) {
+    cpp.tokenRounding = options->token_rounding != 0;
+    cpp.keepH = options->keep_h != 0;
+  }
+  return cpp;
 }
 
 } // namespace
@@ -251,6 +264,56 @@ moejit_status moejit_launch(const moejit_kernels *kernels, moejit_gemm_kind kind
   // The launch's only plain errors are argument checks; driver errors are CudaCall.
   return guarded([&] { kernels->kernels[gemmKind].launch(cpp, stream); },
                  MOEJIT_ERROR_INVALID_ARGUMENT);
+}
+
+moejit_status moejit_layer_create(moejit_runtime *runtime, const moejit_spec *spec,
+                                  const char *layer, int with_rounding, moejit_layer **out) {
+  if (!out)
+    return nullArgument("moejit_layer_create", "out");
+  *out = nullptr;
+  if (!runtime)
+    return nullArgument("moejit_layer_create", "runtime");
+  if (!spec)
+    return nullArgument("moejit_layer_create", "spec");
+  const moejit::LayerSpec *found = findLayer(spec->spec, layer);
+  if (!found)
+    return noLayer(layer);
+  return guarded(
+      [&] { *out = new moejit_layer{runtime->runtime.layer(*found, with_rounding != 0)}; });
+}
+
+void moejit_layer_destroy(moejit_layer *layer) { delete layer; }
+
+moejit_status moejit_layer_workspace_bytes(const moejit_layer *layer, int64_t tokens,
+                                           const moejit_forward_options *options, size_t *out) {
+  if (!layer)
+    return nullArgument("moejit_layer_workspace_bytes", "layer");
+  if (!out)
+    return nullArgument("moejit_layer_workspace_bytes", "out");
+  return guarded([&] { *out = layer->layer.workspaceBytes(tokens, forwardOptions(options)); },
+                 MOEJIT_ERROR_INVALID_ARGUMENT);
+}
+
+moejit_status moejit_layer_forward(const moejit_layer *layer, const moejit_forward_args *args,
+                                   void *stream) {
+  if (!layer)
+    return nullArgument("moejit_layer_forward", "layer");
+  if (!args)
+    return nullArgument("moejit_layer_forward", "args");
+  moejit::ForwardArgs cpp;
+  cpp.x = args->x;
+  cpp.routerWeights = args->router_weights;
+  cpp.routerLogits = args->router_logits;
+  cpp.w1 = args->w1;
+  cpp.w2 = args->w2;
+  cpp.out = args->out;
+  cpp.tokens = args->tokens;
+  cpp.workspace = args->workspace;
+  cpp.workspaceBytes = args->workspace_bytes;
+  cpp.h = args->h;
+  cpp.options = forwardOptions(&args->options);
+  // The forward's only plain errors are argument checks; driver errors are CudaCall.
+  return guarded([&] { layer->layer.forward(cpp, stream); }, MOEJIT_ERROR_INVALID_ARGUMENT);
 }
 
 } // extern "C"

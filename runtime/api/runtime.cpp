@@ -8,9 +8,12 @@
 #include "runtime/api/launch_check.h"
 #include "runtime/api/layer_module.h"
 #include "runtime/cache/kernel_cache.h"
+#include "runtime/layer/moe_layer.h"
 #include "runtime/src/device.h"
 #include "runtime/src/driver_info.h"
 #include "runtime/src/module.h"
+#include "templates/nvrtc.h"
+#include "templates/template_compiler.h"
 
 #include <algorithm>
 #include <atomic>
@@ -21,7 +24,6 @@
 #include <future>
 #include <mutex>
 #include <sstream>
-#include <unordered_map>
 
 namespace moejit {
 
@@ -76,6 +78,51 @@ struct StreamState {
   Stream stream;
 };
 
+struct LoadedMoeLayer {
+  Gpu gpu;
+  internal::MoeLayer layer;
+};
+
+// Single flight by key: the first caller builds, concurrent callers wait for
+// its result; a failed build is forgotten, so the next call retries.
+template <class Key, class Value> class BuildOnce {
+public:
+  template <class Build> std::shared_ptr<const Value> get(const Key &key, Build &&build) {
+    std::promise<std::shared_ptr<const Value>> promise;
+    Future future;
+    bool builder = false;
+    {
+      std::lock_guard lock(mutex_);
+      auto it = std::find_if(entries_.begin(), entries_.end(),
+                             [&](const auto &entry) { return entry.first == key; });
+      if (it == entries_.end()) {
+        entries_.emplace_back(key, promise.get_future().share());
+        builder = true;
+        future = entries_.back().second;
+      } else {
+        future = it->second;
+      }
+    }
+    if (!builder)
+      return future.get();
+    try {
+      std::shared_ptr<const Value> value = build();
+      promise.set_value(value);
+      return value;
+    } catch (...) {
+      promise.set_exception(std::current_exception());
+      std::lock_guard lock(mutex_);
+      std::erase_if(entries_, [&](const auto &entry) { return entry.first == key; });
+      throw;
+    }
+  }
+
+private:
+  using Future = std::shared_future<std::shared_ptr<const Value>>;
+  std::mutex mutex_;
+  std::vector<std::pair<Key, Future>> entries_;
+};
+
 struct RuntimeState {
   Knobs knobs;
   Target target;
@@ -86,15 +133,19 @@ struct RuntimeState {
   mutable std::mutex gpuMutex;
   mutable std::optional<Gpu> gpu;
 
-  // Loaded modules by cache key; a shared_future so that concurrent
-  // kernels() calls for one layer load it once.
-  using LayerFuture = std::shared_future<std::shared_ptr<const LoadedLayer>>;
-  std::mutex layersMutex;
-  std::unordered_map<std::string, LayerFuture> layers;
+  // Loaded modules by cache key, built once however many threads ask.
+  BuildOnce<std::string, LoadedLayer> layers;
   // Layers already loaded, by value: a repeated kernels() call skips the
   // cache key (canonical JSON + hash, tens of microseconds).
+  std::mutex layersMutex; // guards loadedLayers
   std::vector<std::pair<LayerSpec, std::shared_ptr<const LoadedLayer>>> loadedLayers;
   std::atomic<uint64_t> modulesLoaded{0}, ptxLinks{0};
+
+  // NVRTC and its compiled routing kernels, loaded on the first layer().
+  std::mutex templatesMutex;
+  std::unique_ptr<TemplateKernelCache> templates;
+  // Forward layers by their spec and whether they route with rounding.
+  BuildOnce<std::pair<LayerSpec, bool>, LoadedMoeLayer> moeLayers;
 
   explicit RuntimeState(const RuntimeOptions &options);
 
@@ -106,6 +157,9 @@ struct RuntimeState {
   std::shared_ptr<const LoadedLayer> buildLayer(const CacheKey &key,
                                                 const std::vector<GemmProblem> &problems);
   LayerKernels kernels(const LayerSpec &layer);
+  TemplateKernelCache &templateCache();
+  std::shared_ptr<const LoadedMoeLayer> buildMoeLayer(const LayerSpec &layer, bool withRounding);
+  MoeLayer layer(const LayerSpec &layer, bool withRounding);
   DeviceMemory allocate(size_t bytes) const;
   CudaStream createStream() const;
 };
@@ -162,30 +216,7 @@ RuntimeState::buildLayer(const CacheKey &key, const std::vector<GemmProblem> &pr
 
 std::shared_ptr<const LoadedLayer>
 RuntimeState::loadLayer(const CacheKey &key, const std::vector<GemmProblem> &problems) {
-  std::promise<std::shared_ptr<const LoadedLayer>> promise;
-  LayerFuture future;
-  bool builder = false;
-  {
-    std::lock_guard lock(layersMutex);
-    auto [it, inserted] = layers.try_emplace(key.hex());
-    if (inserted) {
-      it->second = promise.get_future().share();
-      builder = true;
-    }
-    future = it->second;
-  }
-  if (!builder)
-    return future.get();
-  try {
-    std::shared_ptr<const LoadedLayer> layer = buildLayer(key, problems);
-    promise.set_value(layer);
-    return layer;
-  } catch (...) {
-    promise.set_exception(std::current_exception());
-    std::lock_guard lock(layersMutex);
-    layers.erase(key.hex()); // the next call retries
-    throw;
-  }
+  return layers.get(key.hex(), [&] { return buildLayer(key, problems); });
 }
 
 LayerKernels RuntimeState::kernels(const LayerSpec &layer) {
@@ -211,6 +242,44 @@ LayerKernels RuntimeState::kernels(const LayerSpec &layer) {
   return kernels;
 }
 
+TemplateKernelCache &RuntimeState::templateCache() {
+  std::lock_guard lock(templatesMutex);
+  if (!templates)
+    templates = std::make_unique<TemplateKernelCache>(Nvrtc::load(nvrtcLibraryCandidates(knobs)));
+  return *templates;
+}
+
+std::shared_ptr<const LoadedMoeLayer> RuntimeState::buildMoeLayer(const LayerSpec &layer,
+                                                                  bool withRounding) {
+  const Gpu *device = nullptr;
+  try {
+    device = &openGpu();
+  } catch (const Error &e) {
+    if (e.kind() != ErrorKind::NoGpu)
+      throw;
+    throw Error("Runtime::layer('" + layer.name + "'): the layer forward needs a GPU: " + e.what(),
+                ErrorKind::NoGpu);
+  }
+  // One module for both GEMMs, shared with kernels() of a layer that lists
+  // only these two.
+  std::vector<GemmProblem> problems = layerProblems(layer, GemmKind::UpProj);
+  problems.push_back(layerProblems(layer, GemmKind::DownProj).front());
+  const std::shared_ptr<const LoadedLayer> gemms = loadLayer(moduleKey(problems, target), problems);
+  const std::shared_ptr<const Module> module(gemms, &gemms->module);
+  auto kernel = [&](size_t i) {
+    return internal::GroupedGemmKernel{gemms->gemms[i].problem, module, gemms->gemms[i].function};
+  };
+  return std::make_shared<const LoadedMoeLayer>(
+      LoadedMoeLayer{*device, internal::makeMoeLayer(*device, templateCache(), layer, target,
+                                                     kernel(0), kernel(1), withRounding)});
+}
+
+MoeLayer RuntimeState::layer(const LayerSpec &layer, bool withRounding) {
+  internal::requireForwardGemms(layer);
+  return MoeLayer(moeLayers.get(std::pair(layer, withRounding),
+                                [&] { return buildMoeLayer(layer, withRounding); }));
+}
+
 DeviceMemory RuntimeState::allocate(size_t bytes) const {
   const Gpu &device = openGpu();
   DeviceMemory memory;
@@ -228,6 +297,14 @@ CudaStream RuntimeState::createStream() const {
 
 } // namespace detail
 
+namespace {
+
+CUdeviceptr devicePointer(const void *pointer) {
+  return static_cast<CUdeviceptr>(reinterpret_cast<uintptr_t>(pointer));
+}
+
+} // namespace
+
 // GroupedGemm
 
 GemmKind GroupedGemm::kind() const { return gemm_->problem.kind; }
@@ -241,13 +318,10 @@ void GroupedGemm::launch(const GemmArgs &args, void *stream) const {
   for (unsigned extent : shape.grid)
     if (extent == 0)
       return;
-  auto pointer = [](const void *p) {
-    return static_cast<CUdeviceptr>(reinterpret_cast<uintptr_t>(p));
-  };
-  CUdeviceptr a = pointer(args.a), b = pointer(args.b), c = pointer(args.c),
-              auxIn = pointer(args.auxIn), auxOut = pointer(args.auxOut),
-              offsets = pointer(args.offsets), gather = pointer(args.gather),
-              scale = pointer(args.scale);
+  CUdeviceptr a = devicePointer(args.a), b = devicePointer(args.b), c = devicePointer(args.c),
+              auxIn = devicePointer(args.auxIn), auxOut = devicePointer(args.auxOut),
+              offsets = devicePointer(args.offsets), gather = devicePointer(args.gather),
+              scale = devicePointer(args.scale);
   int32_t totalRows = static_cast<int32_t>(args.totalRows);
   void *params[] = {&a, &b, &c, &auxIn, &auxOut, &offsets, &gather, &scale, &totalRows};
   static_assert(std::size(params) == static_cast<size_t>(KernelArg::Count));
@@ -286,6 +360,40 @@ const GroupedGemm &LayerKernels::operator[](GemmKind kind) const {
       return gemm;
   throw Error("layer '" + layerName_ + "' has no " + std::string(toString(kind)) +
               " GEMM; its spec lists the GEMMs it compiles");
+}
+
+// MoeLayer
+
+const std::string &MoeLayer::layerName() const { return layer_->layer.layer().name; }
+
+size_t MoeLayer::workspaceBytes(int64_t tokens, const ForwardOptions &options) const {
+  internal::ForwardOptions internalOptions;
+  internalOptions.tokenRounding = options.tokenRounding;
+  internalOptions.keepH = options.keepH;
+  if (tokens < 0)
+    throw Error("MoeLayer::workspaceBytes: T = " + std::to_string(tokens) + " must be 0 or more");
+  return layer_->layer.workspaceBytes(tokens, internalOptions);
+}
+
+void MoeLayer::forward(const ForwardArgs &args, void *stream) const {
+  internal::ForwardArgs device;
+  device.x = devicePointer(args.x);
+  device.routerWeights = devicePointer(args.routerWeights);
+  device.routerLogits = devicePointer(args.routerLogits);
+  device.w1 = devicePointer(args.w1);
+  device.w2 = devicePointer(args.w2);
+  device.out = devicePointer(args.out);
+  device.tokens = args.tokens;
+  device.workspace = devicePointer(args.workspace);
+  device.workspaceBytes = args.workspaceBytes;
+  device.h = devicePointer(args.h);
+  device.options.tokenRounding = args.options.tokenRounding;
+  device.options.keepH = args.options.keepH;
+  // The calling thread may never have touched CUDA; the forward's driver
+  // calls need the device's context current.
+  layer_->gpu.makeCurrent();
+  const Stream borrowed = Stream::borrow(layer_->gpu.context(), static_cast<CUstream>(stream));
+  layer_->layer.forward(borrowed, device);
 }
 
 // DeviceMemory
@@ -370,6 +478,9 @@ Spec Runtime::readSpec(const std::string &path) const {
 void Runtime::resolve(Spec &spec) const { resolveSpecOrThrow(spec, state_->target); }
 
 LayerKernels Runtime::kernels(const LayerSpec &layer) { return state_->kernels(layer); }
+MoeLayer Runtime::layer(const LayerSpec &layer, bool withRounding) {
+  return state_->layer(layer, withRounding);
+}
 
 bool Runtime::precompile(const LayerSpec &layer) {
   const std::vector<GemmProblem> problems = layerProblems(layer);

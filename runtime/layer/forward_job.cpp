@@ -22,6 +22,7 @@
 #include <sstream>
 
 namespace moejit {
+using namespace internal;
 namespace {
 
 constexpr int kStages = 4; // ForwardStage values
@@ -30,9 +31,6 @@ constexpr std::array<const char *, kStages> kStageNames = {"routing", "up_proj",
 
 GroupedGemmKernel loadGemm(const Gpu &gpu, KernelCache &cache, const LayerSpec &layer,
                            const Target &target, GemmKind kind) {
-  if (!layer.gemm(kind))
-    throw Error(fmt::format("layer '{}' has no {} GEMM: the forward needs up_proj and down_proj",
-                            layer.name, toString(kind)));
   CompiledLayer compiled = compileLayer(cache, layer, target, kind);
   LoadedModule loaded = loadModule(gpu, cache, *compiled.key, *compiled.artifact);
   auto module = std::make_shared<const Module>(std::move(loaded.module));
@@ -376,20 +374,10 @@ int runForward(const ForwardRunOptions &options, std::ostream &out, std::ostream
 
 MoeLayer loadMoeLayer(const Gpu &gpu, KernelCache &cache, TemplateKernelCache &templates,
                       const LayerSpec &layer, const Target &target, bool withRounding) {
-  auto topK =
-      std::make_shared<const RoutingKernels>(gpu, templates, forwardRoutingConfig(layer, false));
-  std::shared_ptr<const RoutingKernels> rounded;
-  if (withRounding)
-    rounded =
-        std::make_shared<const RoutingKernels>(gpu, templates, forwardRoutingConfig(layer, true));
-  MoeLayer moe(layer, target, loadGemm(gpu, cache, layer, target, GemmKind::UpProj),
-               loadGemm(gpu, cache, layer, target, GemmKind::DownProj), std::move(topK),
-               std::move(rounded));
-  // The first H100 run failed its first cuCtxSynchronize after this point
-  // with CUDA_ERROR_CONTEXT_IS_DESTROYED (cause not yet known, docs/layer.md);
-  // making the GPU's context current again is harmless and may be the fix.
-  gpu.makeCurrent();
-  return moe;
+  requireForwardGemms(layer);
+  return makeMoeLayer(gpu, templates, layer, target,
+                      loadGemm(gpu, cache, layer, target, GemmKind::UpProj),
+                      loadGemm(gpu, cache, layer, target, GemmKind::DownProj), withRounding);
 }
 
 int runForwardCommand(const ForwardRunOptions &options, std::ostream &out, std::ostream &err) {

@@ -35,9 +35,9 @@ struct ForwardRunOptions {
 // spec, 2 bad options or driver errors, 3 the check failed.
 int runForwardCommand(const ForwardRunOptions &options, std::ostream &out, std::ostream &err);
 
-// Compiles (through `cache`) and loads the layer's up_proj and down_proj and
-// its routing kernels (plain top-K, and rounded when `withRounding`).
-MoeLayer loadMoeLayer(const Gpu &gpu, KernelCache &cache, TemplateKernelCache &templates,
-                      const LayerSpec &layer, const Target &target, bool withRounding);
+// Compiles (through `cache`) and loads the layer's up_proj and down_proj, one
+// module each, and builds the MoeLayer over them (internal::makeMoeLayer).
+internal::MoeLayer loadMoeLayer(const Gpu &gpu, KernelCache &cache, TemplateKernelCache &templates,
+                                const LayerSpec &layer, const Target &target, bool withRounding);
 
 } // namespace moejit

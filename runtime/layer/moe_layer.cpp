@@ -7,7 +7,7 @@
 #include <algorithm>
 #include <limits>
 
-namespace moejit {
+namespace moejit::internal {
 namespace {
 
 constexpr size_t kWorkspaceAlignment = 256; // what RoutingKernels::route asks for
@@ -36,12 +36,16 @@ void checkGemm(const GroupedGemmKernel &gemm, GemmKind kind, const LayerSpec &la
 
 } // namespace
 
+void requireForwardGemms(const LayerSpec &layer) {
+  for (GemmKind kind : {GemmKind::UpProj, GemmKind::DownProj})
+    if (!layer.gemm(kind))
+      throw Error(fmt::format("layer '{}' has no {} GEMM: the forward needs up_proj and down_proj",
+                              layer.name, toString(kind)));
+}
+
 RoutingKernelsConfig forwardRoutingConfig(const LayerSpec &layer, bool tokenRounding) {
+  requireForwardGemms(layer);
   const GemmSpec *up = layer.gemm(GemmKind::UpProj);
-  if (!up)
-    throw Error(fmt::format("layer '{}' has no up_proj GEMM: the forward needs up_proj and "
-                            "down_proj",
-                            layer.name));
   RoutingKernelsConfig config = RoutingKernelsConfig::fromLayer(layer, up->schedule.tile.m);
   if (!tokenRounding) {
     config.rounding = RoundingMode::None;
@@ -233,4 +237,22 @@ ForwardResult MoeLayer::forward(const Stream &stream, const ForwardArgs &args,
   return result;
 }
 
-} // namespace moejit
+MoeLayer makeMoeLayer(const Gpu &gpu, TemplateKernelCache &templates, const LayerSpec &layer,
+                      const Target &target, GroupedGemmKernel upProj, GroupedGemmKernel downProj,
+                      bool withRounding) {
+  auto topK =
+      std::make_shared<const RoutingKernels>(gpu, templates, forwardRoutingConfig(layer, false));
+  std::shared_ptr<const RoutingKernels> rounded;
+  if (withRounding)
+    rounded =
+        std::make_shared<const RoutingKernels>(gpu, templates, forwardRoutingConfig(layer, true));
+  MoeLayer moe(layer, target, std::move(upProj), std::move(downProj), std::move(topK),
+               std::move(rounded));
+  // The first H100 run failed its first cuCtxSynchronize after this point
+  // with CUDA_ERROR_CONTEXT_IS_DESTROYED (cause not yet known, docs/layer.md);
+  // making the GPU's context current again is harmless and may be the fix.
+  gpu.makeCurrent();
+  return moe;
+}
+
+} // namespace moejit::internal

@@ -1,8 +1,8 @@
 // The MoE layer forward on one GPU: router -> (token rounding) -> permutation
 // metadata -> up-projection (gathered rows, activation epilogue) ->
 // down-projection (score-scaling epilogue) -> aggregation, all enqueued on
-// the caller's stream inside a caller-given workspace. Internal: the public
-// API (moejit/moejit.h) wraps it.
+// the caller's stream inside a caller-given workspace. Internal, in
+// moejit::internal: the public moejit::MoeLayer (moejit/moejit.h) wraps it.
 #pragma once
 
 #include "moejit/problem.h"
@@ -10,12 +10,13 @@
 #include "runtime/layer/layer_kernels.h"
 #include "runtime/src/device.h"
 #include "runtime/src/module.h"
+#include "templates/template_compiler.h"
 
 #include <cstddef>
 #include <cstdint>
 #include <memory>
 
-namespace moejit {
+namespace moejit::internal {
 
 // A compiled grouped GEMM ready to launch: its problem (for the launch
 // shape) and its kernel, which keeps `module` loaded.
@@ -127,4 +128,15 @@ private:
   std::shared_ptr<const RoutingKernels> topK_, rounded_;
 };
 
-} // namespace moejit
+// Throws Error unless the layer has the up_proj and down_proj a forward needs.
+void requireForwardGemms(const LayerSpec &layer);
+
+// The MoeLayer over the layer's compiled GEMMs, with its routing kernels
+// compiled through `templates` and loaded on `gpu` (plain top-K, and rounded
+// when `withRounding`). The one construction path of `moejit run --forward`
+// (loadMoeLayer) and the public Runtime::layer.
+MoeLayer makeMoeLayer(const Gpu &gpu, TemplateKernelCache &templates, const LayerSpec &layer,
+                      const Target &target, GroupedGemmKernel upProj, GroupedGemmKernel downProj,
+                      bool withRounding);
+
+} // namespace moejit::internal

@@ -123,14 +123,20 @@ Stream::Stream(DeviceContextRef context) : context_(std::move(context)) {
   context_->driver->call(context_->driver->cuStreamCreate, &stream_, CU_STREAM_NON_BLOCKING);
 }
 
+Stream Stream::borrow(DeviceContextRef context, CUstream handle) {
+  return Stream(std::move(context), handle, false);
+}
+
 Stream::Stream(Stream &&other) noexcept
-    : context_(std::move(other.context_)), stream_(std::exchange(other.stream_, nullptr)) {}
+    : context_(std::move(other.context_)), stream_(std::exchange(other.stream_, nullptr)),
+      owned_(other.owned_) {}
 
 Stream &Stream::operator=(Stream &&other) noexcept {
   if (this != &other) {
     release();
     context_ = std::move(other.context_);
     stream_ = std::exchange(other.stream_, nullptr);
+    owned_ = other.owned_;
   }
   return *this;
 }
@@ -138,7 +144,7 @@ Stream &Stream::operator=(Stream &&other) noexcept {
 Stream::~Stream() { release(); }
 
 void Stream::release() noexcept {
-  if (stream_)
+  if (stream_ && owned_)
     context_->driver->cuStreamDestroy.fn(stream_);
   stream_ = nullptr;
 }

@@ -73,6 +73,9 @@ private:
 class Stream {
 public:
   explicit Stream(DeviceContextRef context);
+  // A stream the caller owns (a CUstream of `context`'s device, or nullptr
+  // for the legacy default stream): used, never destroyed.
+  static Stream borrow(DeviceContextRef context, CUstream handle);
   Stream(Stream &&other) noexcept;
   Stream &operator=(Stream &&other) noexcept;
   ~Stream();
@@ -81,10 +84,13 @@ public:
   void synchronize() const;
 
 private:
+  Stream(DeviceContextRef context, CUstream handle, bool owned)
+      : context_(std::move(context)), stream_(handle), owned_(owned) {}
   void release() noexcept;
 
   DeviceContextRef context_;
   CUstream stream_ = nullptr;
+  bool owned_ = true;
 };
 
 class Event {

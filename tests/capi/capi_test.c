@@ -1,6 +1,6 @@
 /* The C API from C: status codes, the last-error message, parse, precompile
- * through the disk cache, strict mode and, with a GPU, kernels and launch
- * argument checks. Usage: moejit_capi_test SCRATCH_DIR */
+ * through the disk cache, strict mode and, with a GPU, kernels, launch and
+ * layer forward argument checks. Usage: moejit_capi_test SCRATCH_DIR */
 #define _XOPEN_SOURCE 700
 #include <moejit/moejit_c.h>
 
@@ -101,6 +101,44 @@ static void testKernels(moejit_runtime *runtime, const moejit_spec *spec) {
   moejit_kernels_destroy(kernels);
 }
 
+/* The layer forward: argument errors, then with a GPU the workspace size
+ * and the forward's own checks; without one, the NO_GPU status and why. */
+static void testLayer(moejit_runtime *runtime, const moejit_spec *spec) {
+  moejit_layer *layer = (moejit_layer *)1;
+  EXPECT(moejit_layer_create(NULL, spec, NULL, 0, &layer) == MOEJIT_ERROR_INVALID_ARGUMENT);
+  EXPECT(layer == NULL);
+  EXPECT(moejit_layer_create(runtime, spec, "missing", 0, &layer) == MOEJIT_ERROR_NOT_FOUND);
+  EXPECT(strstr(moejit_last_error(), "missing") != NULL);
+  EXPECT(moejit_layer_forward(NULL, NULL, NULL) == MOEJIT_ERROR_INVALID_ARGUMENT);
+  size_t bytes = 0;
+  EXPECT(moejit_layer_workspace_bytes(NULL, 1, NULL, &bytes) == MOEJIT_ERROR_INVALID_ARGUMENT);
+  moejit_layer_destroy(NULL);
+
+  moejit_status status = moejit_layer_create(runtime, spec, "tiny", 0, &layer);
+  if (status == MOEJIT_ERROR_NO_GPU) {
+    EXPECT(strstr(moejit_last_error(), "needs a GPU") != NULL);
+    printf("no GPU: skipping the layer forward checks (%s)\n", moejit_last_error());
+    return;
+  }
+  EXPECT(status == MOEJIT_OK);
+  if (status != MOEJIT_OK)
+    return;
+  EXPECT(moejit_layer_workspace_bytes(layer, 128, NULL, &bytes) == MOEJIT_OK);
+  EXPECT(bytes > 0);
+  moejit_forward_options rounding = {1, 0};
+  EXPECT(moejit_layer_workspace_bytes(layer, 128, &rounding, &bytes) ==
+         MOEJIT_ERROR_INVALID_ARGUMENT);
+  EXPECT(strstr(moejit_last_error(), "token rounding") != NULL);
+
+  moejit_forward_args args;
+  memset(&args, 0, sizeof args);
+  EXPECT(moejit_layer_forward(layer, &args, NULL) == MOEJIT_OK); /* T = 0: nothing to do */
+  args.tokens = 4;
+  EXPECT(moejit_layer_forward(layer, &args, NULL) == MOEJIT_ERROR_INVALID_ARGUMENT);
+  EXPECT(strstr(moejit_last_error(), "X is null") != NULL);
+  moejit_layer_destroy(layer);
+}
+
 int main(int argc, char **argv) {
   if (argc != 2) {
     fprintf(stderr, "usage: %s SCRATCH_DIR\n", argv[0]);
@@ -147,6 +185,7 @@ int main(int argc, char **argv) {
   moejit_spec_destroy(otherSpec);
 
   testKernels(strict, spec);
+  testLayer(strict, spec);
 
   moejit_runtime_destroy(strict);
   moejit_spec_destroy(spec);

@@ -4,6 +4,8 @@
 //   moejit::Spec spec = runtime.parseSpec(text);   // throws moejit::Error with diagnostics
 //   moejit::LayerKernels kernels = runtime.kernels(spec.layers[0]);
 //   kernels[moejit::GemmKind::UpProj].launch(args, stream);   // asynchronous
+//   moejit::MoeLayer layer = runtime.layer(spec.layers[0]); // the whole forward
+//   layer.forward(forwardArgs, stream);                      // asynchronous
 //
 // Kernels are compiled once per configuration (never per token count) and
 // kept in a two-level cache (docs/cache.md); a second process starts warm
@@ -12,8 +14,8 @@
 //
 // Errors: every failure throws moejit::Error (moejit/error.h); its kind()
 // tells a missing GPU and failed driver calls apart. Destructors never throw.
-// Thread safety: a Runtime, LayerKernels and GroupedGemm may be used from any
-// number of threads at once.
+// Thread safety: a Runtime, LayerKernels, GroupedGemm and MoeLayer may be
+// used from any number of threads at once.
 #pragma once
 
 #include "moejit/diagnostics.h"
@@ -37,6 +39,7 @@ struct RuntimeState;
 struct LoadedGemm;
 struct DeviceMemoryState;
 struct StreamState;
+struct LoadedMoeLayer;
 } // namespace detail
 
 // Parses and checks .moe text for `target`. Throws Error whose message is the
@@ -104,6 +107,56 @@ private:
   friend struct detail::RuntimeState;
   std::string layerName_;
   std::vector<GroupedGemm> gemms_;
+};
+
+struct ForwardOptions {
+  // Tile-aware token rounding with the spec's mode (nearest when the spec
+  // names none); needs a layer obtained with withRounding. Off: plain top-K,
+  // the default for inference.
+  bool tokenRounding = false;
+  // Keep H [rows][u] for a later backward: in ForwardArgs::h when given, else
+  // in the workspace.
+  bool keepH = false;
+};
+
+// The device pointers of one layer forward. Matrices are row-major, in the
+// layer's dtype unless said otherwise, and 16-byte aligned.
+struct ForwardArgs {
+  const void *x = nullptr;             // X [T][d]
+  const void *routerWeights = nullptr; // Wr [d][E]: logits = X Wr ...
+  const float *routerLogits = nullptr; // ... or fp32 logits [T][E] (exactly one of the two)
+  const void *w1 = nullptr;            // [E][d][u], u = 2n for gated activations, else n
+  const void *w2 = nullptr;            // [E][n][d]
+  void *out = nullptr;                 // O [T][d]
+  int64_t tokens = 0;                  // T
+  void *workspace = nullptr;           // 256-byte aligned
+  size_t workspaceBytes = 0;           // at least MoeLayer::workspaceBytes(T, options)
+  void *h = nullptr;                   // optional: H [maxGroupedRows][u] when options.keepH
+  ForwardOptions options;
+};
+
+// The forward of one MoE layer on the runtime's GPU: router, top-K (and
+// token rounding), permutation, up-projection with the activation,
+// down-projection with the router scores, aggregation (docs/layer.md).
+// Cheap to copy; keeps its kernels loaded.
+class MoeLayer {
+public:
+  const std::string &layerName() const;
+  // The workspace a forward of `tokens` tokens needs with `options`. Throws
+  // Error for T < 0, T*K over 2^31-1, or rounding on a layer built without it.
+  size_t workspaceBytes(int64_t tokens, const ForwardOptions &options = {}) const;
+  // Validates `args` (Error naming the first bad argument: a null or
+  // misaligned pointer, both or neither router input, a workspace too small),
+  // then enqueues the whole forward on `stream` (a CUstream / cudaStream_t of
+  // the runtime's device; nullptr is the legacy default stream) and returns:
+  // no allocation, no host synchronization.
+  void forward(const ForwardArgs &args, void *stream) const;
+
+private:
+  friend struct detail::RuntimeState;
+  explicit MoeLayer(std::shared_ptr<const detail::LoadedMoeLayer> layer)
+      : layer_(std::move(layer)) {}
+  std::shared_ptr<const detail::LoadedMoeLayer> layer_;
 };
 
 // Owned device memory on the runtime's GPU, for hosts without the CUDA
@@ -201,6 +254,13 @@ public:
   // Fills the cache with the layer's module for target(); needs no GPU.
   // Returns true when it compiled, false when the cache had it.
   bool precompile(const LayerSpec &layer);
+  // The layer's forward: its up_proj and down_proj compiled through the
+  // cache as one module, its routing kernels compiled with NVRTC (dlopen'ed;
+  // with `withRounding` also the token-rounding ones), all loaded on the GPU.
+  // Concurrent calls for one layer build it once. Throws Error(NoGpu)
+  // without a GPU, Error when the layer lacks up_proj or down_proj or NVRTC
+  // cannot be loaded; in strict mode a cache miss throws.
+  MoeLayer layer(const LayerSpec &layer, bool withRounding = false);
 
   DeviceMemory allocate(size_t bytes) const;
   CudaStream createStream() const;

@@ -38,6 +38,7 @@ typedef enum moejit_gemm_kind {
 typedef struct moejit_runtime moejit_runtime;
 typedef struct moejit_spec moejit_spec;
 typedef struct moejit_kernels moejit_kernels;
+typedef struct moejit_layer moejit_layer;
 
 typedef struct moejit_runtime_options {
   const char *cache_dir; /* NULL: MOEJIT_CACHE_DIR, XDG, ~/.cache/moejit; "": memory only */
@@ -58,6 +59,29 @@ typedef struct moejit_gemm_args {
   const float *scale;
   int64_t total_rows;
 } moejit_gemm_args;
+
+/* Options of a layer forward (moejit::ForwardOptions); zero: plain top-K. */
+typedef struct moejit_forward_options {
+  int token_rounding; /* 1: tile-aware token rounding (a layer created with_rounding) */
+  int keep_h;         /* 1: keep H, in h when given, else in the workspace */
+} moejit_forward_options;
+
+/* The device pointers of one layer forward (moejit::ForwardArgs): row-major,
+ * the layer's dtype, 16-byte aligned; exactly one of router_weights
+ * ([d][E]) and router_logits ([T][E] fp32). */
+typedef struct moejit_forward_args {
+  const void *x;              /* X [T][d] */
+  const void *router_weights; /* Wr [d][E], or NULL */
+  const float *router_logits; /* [T][E], or NULL */
+  const void *w1;             /* [E][d][u] */
+  const void *w2;             /* [E][n][d] */
+  void *out;                  /* O [T][d] */
+  int64_t tokens;             /* T */
+  void *workspace;            /* 256-byte aligned */
+  size_t workspace_bytes;     /* at least moejit_layer_workspace_bytes */
+  void *h;                    /* optional H [maxGroupedRows][u] with keep_h; NULL */
+  moejit_forward_options options;
+} moejit_forward_args;
 
 typedef struct moejit_stats {
   uint64_t memory_hits;
@@ -106,6 +130,19 @@ int moejit_kernels_has(const moejit_kernels *kernels, moejit_gemm_kind kind);
 /* Validates the arguments and enqueues the kernel on stream; asynchronous. */
 moejit_status moejit_launch(const moejit_kernels *kernels, moejit_gemm_kind kind,
                             const moejit_gemm_args *args, void *stream);
+
+/* The forward of a layer (NULL: the first): its up_proj and down_proj
+ * through the cache, its routing kernels through NVRTC (with_rounding 1:
+ * also the token-rounding ones). Needs a GPU (MOEJIT_ERROR_NO_GPU). */
+moejit_status moejit_layer_create(moejit_runtime *runtime, const moejit_spec *spec,
+                                  const char *layer, int with_rounding, moejit_layer **out);
+void moejit_layer_destroy(moejit_layer *layer);
+/* The workspace bytes a forward of `tokens` tokens needs (options NULL: zero). */
+moejit_status moejit_layer_workspace_bytes(const moejit_layer *layer, int64_t tokens,
+                                           const moejit_forward_options *options, size_t *out);
+/* Validates the arguments and enqueues the whole forward on stream; asynchronous. */
+moejit_status moejit_layer_forward(const moejit_layer *layer, const moejit_forward_args *args,
+                                   void *stream);
 
 #ifdef __cplusplus
 }

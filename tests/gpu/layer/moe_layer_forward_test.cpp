@@ -24,6 +24,8 @@
 namespace moejit {
 namespace {
 
+using namespace internal; // MoeLayer and its ForwardArgs
+
 // Reference work per check: a sample of tokens above it.
 constexpr int64_t kReferenceMacs = 1'500'000'000;
 constexpr double kTolerance = 1e-2;

@@ -1,6 +1,7 @@
 // CPU tier of the public C++ API: spec helpers and their errors, launch
 // argument checks, the Runtime over the disk cache, strict mode, and
-// concurrent requests compiling once. No GPU needed.
+// concurrent requests compiling once, the layer forward's errors that need no
+// GPU. No GPU needed.
 #include "moejit/moejit.h"
 
 #include "runtime/api/launch_check.h"
@@ -203,6 +204,52 @@ TEST(Runtime, KernelsWithoutAGpuSayWhy) {
     EXPECT_EQ(e.kind(), ErrorKind::NoGpu) << e.what();
   }
   EXPECT_THROW(runtime.allocate(16), Error);
+}
+
+TEST(MoeLayer, WithoutAGpuSaysWhy) {
+  ScratchDir dir;
+  RuntimeOptions options = optionsFor(dir);
+  options.cudaDriver = "libcuda-that-does-not-exist.so";
+  Runtime runtime(options);
+  const Spec spec = runtime.parseSpec(kTinySpec);
+  for (bool withRounding : {false, true}) {
+    try {
+      runtime.layer(spec.layers[0], withRounding);
+      FAIL() << "layer() without a driver returned";
+    } catch (const Error &e) {
+      EXPECT_EQ(e.kind(), ErrorKind::NoGpu) << e.what();
+      const std::string message = e.what();
+      EXPECT_NE(message.find("Runtime::layer('tiny')"), std::string::npos) << message;
+      EXPECT_NE(message.find("needs a GPU"), std::string::npos) << message;
+      EXPECT_NE(message.find("libcuda-that-does-not-exist.so"), std::string::npos) << message;
+    }
+  }
+  // A failed build is forgotten: the next call tries again, and fails again.
+  EXPECT_THROW(runtime.layer(spec.layers[0]), Error);
+}
+
+TEST(MoeLayer, NeedsUpAndDownProjectionBeforeAnyGpu) {
+  ScratchDir dir;
+  RuntimeOptions options = optionsFor(dir);
+  options.cudaDriver = "libcuda-that-does-not-exist.so";
+  Runtime runtime(options);
+  const Spec spec = runtime.parseSpec("layer up_only {\n"
+                                      "  experts = 8\n"
+                                      "  hidden = 256\n"
+                                      "  intermediate = 128\n"
+                                      "  router { top_k = 2 }\n"
+                                      "  gemm up_proj {}\n"
+                                      "}\n");
+  try {
+    runtime.layer(spec.layers[0]);
+    FAIL() << "layer() of a layer without down_proj returned";
+  } catch (const Error &e) {
+    EXPECT_EQ(e.kind(), ErrorKind::Failed) << e.what();
+    EXPECT_NE(std::string(e.what()).find("has no down_proj GEMM: the forward needs up_proj and "
+                                         "down_proj"),
+              std::string::npos)
+        << e.what();
+  }
 }
 
 TEST(Runtime, UnresolvedLayerIsAnError) {

@@ -22,6 +22,8 @@
 namespace moejit {
 namespace {
 
+using namespace internal; // MoeLayer and its ForwardArgs
+
 LayerSpec parseLayer(const std::string &text) {
   Diagnostics diags(text);
   std::optional<Spec> spec = parseSpec(text, "test.moe", Target{}, diags);
