@@ -228,14 +228,21 @@ private:
         return std::make_pair(mIndex, lt(mIndex, idx(cfg.m)));
       };
       op.movingPart = [this, tile](Value kTile, Value row) {
-        Value grouped =
-            add(add(tile.rowBegin, mul(kTile, idx(cfg.tileK))), row);
-        Value valid = lt(grouped, tile.rowEnd);
-        Value stored = storedRow(grouped, valid, cfg.gatherA);
-        return std::make_pair(mul(stored, idx(cfg.m)), valid);
+        return reductionRow(tile, kTile, row, cfg.gatherA, cfg.m);
       };
     }
     return op;
+  }
+
+  // Varlen-K: the element offset of row `row` of reduction tile `kTile`
+  // within the expert's grouped rows (through the gather when `gathered`),
+  // and whether that row exists.
+  std::pair<Value, Value> reductionRow(const CtaTile &tile, Value kTile, Value row,
+                                       bool gathered, int64_t rowElements) {
+    Value grouped = add(add(tile.rowBegin, mul(kTile, idx(cfg.tileK))), row);
+    Value valid = lt(grouped, tile.rowEnd);
+    Value stored = storedRow(grouped, valid, gathered);
+    return std::make_pair(mul(stored, idx(rowElements)), valid);
   }
 
   OperandTile operandB(const CtaTile &tile) {
@@ -248,11 +255,7 @@ private:
       op.kIsOuter = true;
       op.fixedPart = [this, tile](Value column) { return mapBColumn(tile.nTile, column); };
       op.movingPart = [this, tile](Value kTile, Value row) {
-        Value grouped =
-            add(add(tile.rowBegin, mul(kTile, idx(cfg.tileK))), row);
-        Value valid = lt(grouped, tile.rowEnd);
-        Value stored = storedRow(grouped, valid, cfg.gatherB);
-        return std::make_pair(mul(stored, idx(cfg.n)), valid);
+        return reductionRow(tile, kTile, row, cfg.gatherB, cfg.n);
       };
       return op;
     }
