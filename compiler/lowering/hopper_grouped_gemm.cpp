@@ -1,19 +1,24 @@
 // moe-lower-grouped-gemm-hopper: the sm_90a code path of moe.grouped_gemm
 // (ops with path = hopper; the others are left to moe-lower-grouped-gemm).
 //
-// A CTA computes one tile.m x tile.n tile of C for one expert (varlen-M) with
-// one warpgroup per 64 rows. A (gathered rows, K contiguous) and B stream
-// through a `stages`-deep ring of shared-memory stages filled by 16-byte
-// cp.async copies straight into the 128B-swizzle layout that wgmma's matrix
-// descriptors describe: every stage row is 128 bytes (64 bf16/fp16 of K for
-// A and K-contiguous B; 64 columns of N for N-contiguous B), and 16-byte
-// chunk c of row r lands in chunk c ^ (r % 8). Each warpgroup issues
-// wgmma.mma_async m64nNk16 (N = tile.n) with fp32 accumulators in registers,
-// keeping one wgmma group in flight while the copies of later stages run.
-// The epilogue goes from the accumulator registers to global memory, every
-// store predicated on the bounds; the wgmma accumulator fragment of a warp
-// is the mma.sync m16n8 one repeated over N, so the epilogue is the one the
-// portable path emits too.
+// A warp-specialised, persistent kernel for varlen-M GEMMs. The grid has at
+// most one CTA per SM; each CTA walks a static list of (expert, M tile,
+// N tile) work items. Warpgroup 0 is the producer: its 128 threads fill a
+// `stages`-deep ring of shared-memory stages with 16-byte cp.async copies
+// (gathered A rows driven by the row indices, B from the expert's weights)
+// straight into the 128B-swizzle layout that wgmma's matrix descriptors
+// describe: every stage row is 128 bytes (64 bf16/fp16 of K for A and
+// K-contiguous B; 64 columns of N for N-contiguous B), and 16-byte chunk c
+// of row r lands in chunk c ^ (r % 8). A stage is handed over through two
+// mbarriers: "full" completes when every producer thread's copies landed
+// (cp.async.mbarrier.arrive.noinc), "empty" when every consumer warp
+// retired the wgmmas that read it. Warpgroups 1.. are consumers, one per 64
+// rows of the tile: wgmma.mma_async m64nNk16 (N = tile.n) with fp32
+// accumulators, one group in flight. The epilogue goes from the
+// accumulator registers to global memory, every store predicated on the
+// bounds, while the producer already fills the stages of the CTA's next
+// tile; the wgmma accumulator fragment of a warp is the mma.sync m16n8 one
+// repeated over N, so the epilogue is the one the portable path emits too.
 #include "compiler/dialect/moe_dialect.h"
 #include "compiler/lowering/kernel_common.h"
 #include "compiler/lowering/passes.h"
@@ -89,20 +94,50 @@ public:
                       const KernelParams &params)
       : GroupedGemmEmitter(builder, config, params), cfg(config) {}
 
+  // Warpgroup 0 produces (copies), warpgroups 1.. consume (wgmma and
+  // epilogue); the two sides meet only at the stage barriers.
   void emit() {
     threadId = gpu::ThreadIdOp::create(b, gpu::Dimension::x);
     lane = remu(threadId, idx(kWarpSize));
     warp = divu(threadId, idx(kWarpSize));
     warpgroup = divu(threadId, idx(kWarpgroupThreads));
     createSharedStages();
-    emitVarlenM();
+    initBarriers();
+    Value producer = eq(warpgroup, idx(0));
+    auto roles = scf::IfOp::create(b, producer, /*withElseRegion=*/true);
+    {
+      OpBuilder::InsertionGuard guard(b);
+      b.setInsertionPointToStart(&roles.getThenRegion().front());
+      if (consumerWarpgroups() == 2)
+        setRegisters(kProducerRegisters, NVVM::SetMaxRegisterAction::decrease);
+      emitProducer();
+      b.setInsertionPointToStart(&roles.getElseRegion().front());
+      if (consumerWarpgroups() == 2)
+        setRegisters(kConsumerRegisters, NVVM::SetMaxRegisterAction::increase);
+      emitConsumer();
+    }
   }
 
 private:
+  // The producer's copies need few registers, the consumers' accumulators
+  // many: the producer gives registers back to the CTA's pool and the
+  // consumers take them (setmaxnreg), within the launch's 65536 / threads.
+  void setRegisters(int64_t count, NVVM::SetMaxRegisterAction action) {
+    NVVM::SetMaxRegisterOp::create(b, static_cast<uint32_t>(count), action);
+  }
+
+  Value eq(Value x, Value y) {
+    return arith::CmpIOp::create(b, arith::CmpIPredicate::eq, x, y);
+  }
+  Value toI32(Value index) {
+    return arith::IndexCastUIOp::create(b, b.getI32Type(), index);
+  }
+
   // --- shared memory ------------------------------------------------------
-  // One flat array of elements: the A stages, then the B stages. The swizzle
-  // pattern is a function of the address bits, so the base is aligned to a
-  // swizzle atom at run time (the launch asks for the slack).
+  // One flat array of elements: the A stages, then the B stages, then the
+  // stage barriers (full, then empty; 8 bytes each). The swizzle pattern is
+  // a function of the address bits, so the base is aligned to a swizzle
+  // atom at run time (the launch asks for the slack).
   void createSharedStages() {
     Value raw = dynamicSharedBytes();
     Value rawAddress =
@@ -110,67 +145,136 @@ private:
     constexpr int64_t align = HopperTileLayout::kAlignBytes;
     Value shift = remu(sub(idx(align), remu(rawAddress, idx(align))),
                        idx(align));
-    const int64_t totalBytes =
+    const int64_t stageBytes =
         cfg.stages * (cfg.layout.aStageBytes + cfg.layout.bStageBytes);
-    auto type = workgroupMemRef({totalBytes / cfg.elementBytes()}, cfg.element);
+    auto type = workgroupMemRef({stageBytes / cfg.elementBytes()}, cfg.element);
     shared = memref::ViewOp::create(b, type, raw, shift, ValueRange{});
     sharedAddress = toI64(add(rawAddress, shift));
     bBaseBytes = cfg.stages * cfg.layout.aStageBytes;
+    fullBarrierBytes = stageBytes;
+    emptyBarrierBytes = stageBytes + cfg.stages * kBarrierBytes;
   }
 
+  Value barrier(int64_t regionBytes, Value stage) {
+    Value address = add(sharedAddress, toI64(add(idx(regionBytes),
+                                                 mul(stage, idx(kBarrierBytes)))));
+    return LLVM::IntToPtrOp::create(
+        b, LLVM::LLVMPointerType::get(b.getContext(), kSharedAddressSpace),
+        address);
+  }
+  Value fullBarrier(Value stage) { return barrier(fullBarrierBytes, stage); }
+  Value emptyBarrier(Value stage) { return barrier(emptyBarrierBytes, stage); }
+
+  // A stage is full when every producer thread's copies into it have
+  // landed (one cp.async.mbarrier.arrive.noinc each) and empty when every
+  // consumer warp has retired the wgmmas that read it (one arrive each).
+  void initBarriers() {
+    when(eq(threadId, idx(0)), [&] {
+      Value producers = arith::ConstantOp::create(
+          b, b.getI32IntegerAttr(kWarpgroupThreads));
+      Value consumerWarps = arith::ConstantOp::create(
+          b, b.getI32IntegerAttr(consumerWarpgroups() * kWarpsPerGroup));
+      for (int64_t s = 0; s < cfg.stages; ++s) {
+        NVVM::MBarrierInitOp::create(b, fullBarrier(idx(s)), producers,
+                                     Value());
+        NVVM::MBarrierInitOp::create(b, emptyBarrier(idx(s)), consumerWarps,
+                                     Value());
+      }
+    });
+    gpu::BarrierOp::create(b);
+  }
+
+  // Blocks until the phase of parity `parity` (0/1) of `bar` completed.
+  void wait(Value bar, Value parity) {
+    Value ticks = arith::ConstantOp::create(b, b.getI32IntegerAttr(kWaitTicks));
+    NVVM::MBarrierTryWaitParityOp::create(b, bar, toI32(parity), ticks);
+  }
+
+  int64_t consumerWarpgroups() const { return cfg.tileM / kWgmmaM; }
+
   // --- CTA -> work ----------------------------------------------------------
-  // Block x = slot * nTiles + nTile, N tiles fastest: the CTAs that share an
-  // A tile (gathered rows) run together and read it from L2, not HBM. The
-  // slot indexes the list of all experts' M tiles; the CTA walks the
-  // experts' tile counts to find its expert; slots past the last tile exit.
-  void emitVarlenM() {
-    Value block = gpu::BlockIdOp::create(b, gpu::Dimension::x);
+  // A static persistent schedule: work item w = slot * nTiles + nTile (N
+  // tiles fastest, so the CTAs sharing a gathered A tile run together and
+  // read it from L2); the slots list all experts' M tiles in expert order.
+  // CTA c takes items c, c + grid, ... Both roles walk the same list, each
+  // keeping the expert walk and the count of K tiles before the current
+  // tile (which fixes the stage and phase of each K tile) as loop state.
+  void forEachTile(function_ref<void(const CtaTile &, Value kBefore)> body) {
     const int64_t nTiles = (cfg.n + cfg.tileN - 1) / cfg.tileN;
-    Value slot = divu(block, idx(nTiles));
-    Value nTile = remu(block, idx(nTiles));
+    const int64_t kTiles = (cfg.k + cfg.tileK - 1) / cfg.tileK;
     Value experts = idx(cfg.experts);
+    Value grid = gpu::GridDimOp::create(b, gpu::Dimension::x);
+    Value first = gpu::BlockIdOp::create(b, gpu::Dimension::x);
     Type indexType = b.getIndexType();
-    auto whileOp = scf::WhileOp::create(
-        b, TypeRange{indexType, indexType, indexType},
-        ValueRange{idx(0), slot});
+    SmallVector<Type> state(4, indexType); // item, expert, slotsBefore, kBefore
+    SmallVector<Location> locs(4, b.getLoc());
+    auto loop = scf::WhileOp::create(b, state,
+                                     ValueRange{first, idx(0), idx(0), idx(0)});
     {
       OpBuilder::InsertionGuard guard(b);
-      Block *before = b.createBlock(&whileOp.getBefore(), {},
-                                    {indexType, indexType},
-                                    {b.getLoc(), b.getLoc()});
-      Value expert = before->getArgument(0), remaining = before->getArgument(1);
-      Value inRange = lt(expert, experts);
-      Value tiles = guarded(
-          inRange, indexType,
-          [&] {
-            Value begin = loadIndex(args.offsets, expert);
-            Value end = loadIndex(args.offsets, add(expert, idx(1)));
-            return ceilDiv(sub(end, begin), cfg.tileM);
-          },
-          idx(0));
-      Value notHere = land(
-          inRange, arith::CmpIOp::create(b, arith::CmpIPredicate::sge,
-                                         remaining, tiles));
-      scf::ConditionOp::create(b, notHere,
-                               ValueRange{expert, remaining, tiles});
-      Block *after = b.createBlock(&whileOp.getAfter(), {},
-                                   {indexType, indexType, indexType},
-                                   {b.getLoc(), b.getLoc(), b.getLoc()});
-      scf::YieldOp::create(
-          b, ValueRange{add(after->getArgument(0), idx(1)),
-                        sub(after->getArgument(1), after->getArgument(2))});
-    }
-    Value expert = whileOp.getResult(0), localTile = whileOp.getResult(1);
-    when(lt(expert, experts), [&] {
+      Block *before = b.createBlock(&loop.getBefore(), {}, state, locs);
+      Value item = before->getArgument(0);
+      Value slot = divu(item, idx(nTiles));
+      auto [expert, slotsBefore] = walkExperts(
+          slot, before->getArgument(1), before->getArgument(2));
+      scf::ConditionOp::create(
+          b, lt(expert, experts),
+          ValueRange{item, expert, slotsBefore, before->getArgument(3)});
+
+      Block *after = b.createBlock(&loop.getAfter(), {}, state, locs);
+      item = after->getArgument(0);
+      expert = after->getArgument(1);
+      slotsBefore = after->getArgument(2);
+      Value kBefore = after->getArgument(3);
       CtaTile tile;
       tile.expert = expert;
+      Value localTile = sub(divu(item, idx(nTiles)), slotsBefore);
       tile.rowBegin =
           add(loadIndex(args.offsets, expert), mul(localTile, idx(cfg.tileM)));
       tile.rowEnd = loadIndex(args.offsets, add(expert, idx(1)));
-      tile.nTile = nTile;
-      tile.kTiles = idx((cfg.k + cfg.tileK - 1) / cfg.tileK);
-      emitTile(tile);
-    });
+      tile.nTile = remu(item, idx(nTiles));
+      tile.kTiles = idx(kTiles);
+      body(tile, kBefore);
+      scf::YieldOp::create(b, ValueRange{add(item, grid), expert, slotsBefore,
+                                         add(kBefore, idx(kTiles))});
+    }
+  }
+
+  // From (expert, slotsBefore), moves to the expert that owns M slot
+  // `slot` (slots only grow along a CTA's list); expert == E past the end.
+  std::pair<Value, Value> walkExperts(Value slot, Value expert,
+                                      Value slotsBefore) {
+    Value experts = idx(cfg.experts);
+    Type indexType = b.getIndexType();
+    auto walk = scf::WhileOp::create(
+        b, TypeRange{indexType, indexType, indexType},
+        ValueRange{expert, slotsBefore});
+    OpBuilder::InsertionGuard guard(b);
+    Block *before = b.createBlock(&walk.getBefore(), {},
+                                  {indexType, indexType},
+                                  {b.getLoc(), b.getLoc()});
+    Value current = before->getArgument(0), passed = before->getArgument(1);
+    Value inRange = lt(current, experts);
+    Value tiles = guarded(
+        inRange, indexType,
+        [&] {
+          Value begin = loadIndex(args.offsets, current);
+          Value end = loadIndex(args.offsets, add(current, idx(1)));
+          return ceilDiv(sub(end, begin), cfg.tileM);
+        },
+        idx(0));
+    Value notHere = land(inRange, arith::CmpIOp::create(
+                                      b, arith::CmpIPredicate::sge, slot,
+                                      add(passed, tiles)));
+    scf::ConditionOp::create(b, notHere, ValueRange{current, passed, tiles});
+    Block *after = b.createBlock(&walk.getAfter(), {},
+                                 {indexType, indexType, indexType},
+                                 {b.getLoc(), b.getLoc(), b.getLoc()});
+    scf::YieldOp::create(b, ValueRange{add(after->getArgument(0), idx(1)),
+                                       add(after->getArgument(1),
+                                           after->getArgument(2))});
+    b.setInsertionPointAfter(walk);
+    return {walk.getResult(0), walk.getResult(1)};
   }
 
   // --- copies -------------------------------------------------------------
@@ -183,14 +287,16 @@ private:
                mul(physical, idx(cfg.chunkElements())));
   }
 
-  // Chunks of a `rows` x 128-byte region: thread t takes t, t + threads, ...
+  // Chunks of a `rows` x 128-byte region: producer thread t takes t,
+  // t + 128, ...
   SmallVector<Chunk> planChunks(int64_t total, function_ref<Chunk(Value linear)> planOne) {
     SmallVector<Chunk> chunks;
-    forEachThreadItem(threadId, cfg.threads, total, [&](Value linear, Value inRange) {
-      Chunk chunk = planOne(linear);
-      chunk.inRange = inRange;
-      chunks.push_back(chunk);
-    });
+    forEachThreadItem(threadId, kWarpgroupThreads, total,
+                      [&](Value linear, Value inRange) {
+                        Chunk chunk = planOne(linear);
+                        chunk.inRange = inRange;
+                        chunks.push_back(chunk);
+                      });
     return chunks;
   }
 
@@ -264,18 +370,37 @@ private:
     }
   }
 
-  void issueStage(ArrayRef<Chunk> chunksA, ArrayRef<Chunk> chunksB,
-                  Value kTile) {
-    Value stage = remu(kTile, idx(cfg.stages));
+  // --- producer -----------------------------------------------------------
+  // K tile i of the CTA's list (counted over all its tiles) goes to stage
+  // i % stages in round i / stages. Before round r > 0 the producer waits
+  // for the consumers to empty the stage in round r - 1: the empty
+  // barrier's phase r - 1, parity (r - 1) & 1; in round 0 it waits on
+  // parity 1, which a fresh barrier reports as complete.
+  void emitProducer() {
     const int64_t aStageElements = cfg.layout.aStageBytes / cfg.elementBytes();
     const int64_t bStageElements = cfg.layout.bStageBytes / cfg.elementBytes();
-    issueCopies(chunksA, args.a, mul(stage, idx(aStageElements)), kTile,
-                /*kIsRow=*/false);
-    issueCopies(chunksB, args.b,
-                add(idx(bBaseBytes / cfg.elementBytes()),
-                    mul(stage, idx(bStageElements))),
-                kTile, /*kIsRow=*/!cfg.bKContiguous);
-    NVVM::CpAsyncCommitGroupOp::create(b);
+    forEachTile([&](const CtaTile &tile, Value kBefore) {
+      SmallVector<Chunk> chunksA = planChunksA(tile);
+      SmallVector<Chunk> chunksB = planChunksB(tile);
+      auto loop = scf::ForOp::create(b, idx(0), tile.kTiles, idx(1));
+      OpBuilder::InsertionGuard guard(b);
+      b.setInsertionPointToStart(loop.getBody());
+      Value kTile = loop.getInductionVar();
+      Value step = add(kBefore, kTile);
+      Value stage = remu(step, idx(cfg.stages));
+      Value round = divu(step, idx(cfg.stages));
+      wait(emptyBarrier(stage), xori(remu(round, idx(2)), idx(1)));
+      issueCopies(chunksA, args.a, mul(stage, idx(aStageElements)), kTile,
+                  /*kIsRow=*/false);
+      issueCopies(chunksB, args.b,
+                  add(idx(bBaseBytes / cfg.elementBytes()),
+                      mul(stage, idx(bStageElements))),
+                  kTile, /*kIsRow=*/!cfg.bKContiguous);
+      NVVM::CpAsyncMBarrierArriveOp::create(b, fullBarrier(stage),
+                                            /*noinc=*/true);
+    });
+    // Copies still in flight finish before the thread exits.
+    NVVM::CpAsyncWaitGroupOp::create(b, b.getI32IntegerAttr(0));
   }
 
   // --- wgmma --------------------------------------------------------------
@@ -314,12 +439,12 @@ private:
         NVVM::MMAIntOverflowAttr());
   }
 
-  // The wgmmas of one stage for this warpgroup's 64 rows.
+  // The wgmmas of one stage for this consumer warpgroup's 64 rows.
   Value emitStageMma(Value stage, Value acc) {
     Value aStage = add(
         sharedAddress,
         toI64(add(mul(stage, idx(cfg.layout.aStageBytes)),
-                  mul(warpgroup, idx(kWgmmaM * kRowBytes)))));
+                  mul(consumerGroup, idx(kWgmmaM * kRowBytes)))));
     Value bStage = add(sharedAddress,
                        toI64(add(idx(bBaseBytes),
                                  mul(stage, idx(cfg.layout.bStageBytes)))));
@@ -345,66 +470,72 @@ private:
     return acc;
   }
 
-  // --- main loop ----------------------------------------------------------
-  // Stage s of K tile t is t % stages. At iteration t: this thread's copies
-  // of tile t are complete (cp.async.wait_group), made visible to the async
-  // proxy that wgmma reads through, and the barrier publishes every thread's
-  // copies; the barrier also proves every warpgroup has retired the wgmmas
-  // of tile t - 2 (wait_group 1 of iteration t - 1), so tile t + stages - 2
-  // may overwrite that stage. Copies run stages - 2 tiles ahead; one wgmma
-  // group stays in flight under the next iteration's wait and barrier.
-  void emitTile(const CtaTile &tile) {
-    SmallVector<Chunk> chunksA = planChunksA(tile);
-    SmallVector<Chunk> chunksB = planChunksB(tile);
-    const int64_t ahead = cfg.stages - 2;
-    for (int64_t t = 0; t < ahead; ++t)
-      issueStage(chunksA, chunksB, idx(t));
+  // --- consumer -----------------------------------------------------------
+  // Per K tile: wait until the stage is full (round parity), make the
+  // copies (generic proxy) visible to wgmma (async proxy), issue the
+  // stage's wgmmas and keep one group in flight; once the previous K
+  // tile's group has retired, lane 0 of each warp hands its stage back.
+  // The epilogue runs from registers while the producer already fills the
+  // stages of the next tile.
+  void emitConsumer() {
+    consumerGroup = sub(warpgroup, idx(1));
+    consumerWarp = sub(warp, idx(kWarpsPerGroup));
+    Value leader = eq(lane, idx(0));
+    forEachTile([&](const CtaTile &tile, Value kBefore) {
+      Type f32Type = b.getF32Type();
+      SmallVector<Type> fields(cfg.accumulators(), f32Type);
+      auto accType = LLVM::LLVMStructType::getLiteral(b.getContext(), fields);
+      Value acc = LLVM::UndefOp::create(b, accType);
+      Value zero = f32(0.0);
+      for (int64_t i = 0; i < cfg.accumulators(); ++i)
+        acc = LLVM::InsertValueOp::create(b, acc, zero, ArrayRef<int64_t>{i});
 
-    Type f32Type = b.getF32Type();
-    SmallVector<Type> fields(cfg.accumulators(), f32Type);
-    auto accType = LLVM::LLVMStructType::getLiteral(b.getContext(), fields);
-    Value acc = LLVM::UndefOp::create(b, accType);
-    Value zero = f32(0.0);
-    for (int64_t i = 0; i < cfg.accumulators(); ++i)
-      acc = LLVM::InsertValueOp::create(b, acc, zero, ArrayRef<int64_t>{i});
-
-    auto loop = scf::ForOp::create(b, idx(0), tile.kTiles, idx(1),
-                                   ValueRange{acc});
-    {
-      OpBuilder::InsertionGuard guard(b);
-      b.setInsertionPointToStart(loop.getBody());
-      Value kTile = loop.getInductionVar();
-      NVVM::CpAsyncWaitGroupOp::create(b, b.getI32IntegerAttr(ahead - 1));
-      NVVM::FenceProxyOp::create(
-          b, NVVM::ProxyKindAttr::get(b.getContext(),
-                                      NVVM::ProxyKind::async_shared),
-          NVVM::SharedSpaceAttr::get(b.getContext(),
-                                     NVVM::SharedSpace::shared_cta));
-      gpu::BarrierOp::create(b);
-      issueStage(chunksA, chunksB, add(kTile, idx(ahead)));
-      Value next = emitStageMma(remu(kTile, idx(cfg.stages)),
-                                loop.getRegionIterArgs()[0]);
-      NVVM::WgmmaWaitGroupSyncOp::create(b, 1);
-      scf::YieldOp::create(b, ValueRange{next});
-    }
-    NVVM::WgmmaWaitGroupSyncOp::create(b, 0);
-    NVVM::CpAsyncWaitGroupOp::create(b, b.getI32IntegerAttr(0));
-    SmallVector<Value> values;
-    for (int64_t i = 0; i < cfg.accumulators(); ++i)
-      values.push_back(LLVM::ExtractValueOp::create(b, loop.getResult(0),
-                                                    ArrayRef<int64_t>{i}));
-    emitEpilogue(tile, values);
+      auto release = [&](Value step) {
+        when(leader, [&] {
+          NVVM::MBarrierArriveOp::create(
+              b, Type(), emptyBarrier(remu(step, idx(cfg.stages))), Value());
+        });
+      };
+      auto loop = scf::ForOp::create(b, idx(0), tile.kTiles, idx(1),
+                                     ValueRange{acc});
+      {
+        OpBuilder::InsertionGuard guard(b);
+        b.setInsertionPointToStart(loop.getBody());
+        Value kTile = loop.getInductionVar();
+        Value step = add(kBefore, kTile);
+        Value stage = remu(step, idx(cfg.stages));
+        wait(fullBarrier(stage), remu(divu(step, idx(cfg.stages)), idx(2)));
+        NVVM::FenceProxyOp::create(
+            b, NVVM::ProxyKindAttr::get(b.getContext(),
+                                        NVVM::ProxyKind::async_shared),
+            NVVM::SharedSpaceAttr::get(b.getContext(),
+                                       NVVM::SharedSpace::shared_cta));
+        Value next = emitStageMma(stage, loop.getRegionIterArgs()[0]);
+        NVVM::WgmmaWaitGroupSyncOp::create(b, 1);
+        when(arith::CmpIOp::create(b, arith::CmpIPredicate::ugt, kTile,
+                                   idx(0)),
+             [&] { release(sub(step, idx(1))); });
+        scf::YieldOp::create(b, ValueRange{next});
+      }
+      NVVM::WgmmaWaitGroupSyncOp::create(b, 0);
+      release(add(kBefore, sub(tile.kTiles, idx(1))));
+      SmallVector<Value> values;
+      for (int64_t i = 0; i < cfg.accumulators(); ++i)
+        values.push_back(LLVM::ExtractValueOp::create(b, loop.getResult(0),
+                                                      ArrayRef<int64_t>{i}));
+      emitEpilogue(tile, values);
+    });
   }
 
   // --- epilogue -----------------------------------------------------------
-  // The accumulator of a warp: 16 rows (warp * 16 of the CTA tile); for n8
-  // block j, element 4j + 2h + e sits at row lane / 4 + 8h, column
-  // 8j + 2 (lane % 4) + e.
+  // The accumulator of a consumer warp: 16 rows (its index among the
+  // consumer warps * 16 of the CTA tile); for n8 block j, element
+  // 4j + 2h + e sits at row lane / 4 + 8h, column 8j + 2 (lane % 4) + e.
   void emitEpilogue(const CtaTile &tile, ArrayRef<Value> acc) {
     Value rowInWarp = fragmentRow();
     Value columnInPair = fragmentColumn();
     for (int64_t h = 0; h < 2; ++h) {
-      Value row = add(add(mul(warp, idx(16)), idx(h * 8)), rowInWarp);
+      Value row = add(add(mul(consumerWarp, idx(16)), idx(h * 8)), rowInWarp);
       Value outRow = add(tile.rowBegin, row);
       Value rowValid = lt(outRow, tile.rowEnd);
       emitEpilogueRow(
@@ -414,11 +545,26 @@ private:
     }
   }
 
+  static constexpr int64_t kWarpsPerGroup = kWarpgroupThreads / kWarpSize;
+  static constexpr int64_t kBarrierBytes = 8;
+  // With two consumer warpgroups the launch holds 384 x 168 registers; the
+  // producer gives back 128 x 48 of them, the consumers take 256 x 24
+  // (setmaxnreg.inc waits until the pool has them, so the two must match).
+  // ptxas keeps the producer's copy addressing free of spills at 120 (not
+  // at 88 for an N-contiguous B). With one consumer every thread may
+  // already use 255.
+  static constexpr int64_t kProducerRegisters = 120;
+  static constexpr int64_t kConsumerRegisters = 192;
+  static constexpr unsigned kSharedAddressSpace = 3;
+  // The suspend-time hint of mbarrier.try_wait, in nanoseconds.
+  static constexpr int32_t kWaitTicks = 0x989680;
+
   const HopperConfig &cfg;
   Value threadId, warp, warpgroup;
+  Value consumerGroup, consumerWarp; // consumer side only
   Value shared;        // memref<elements x T, 3>, 1024-byte aligned
   Value sharedAddress; // its shared-window address (i64)
-  int64_t bBaseBytes = 0;
+  int64_t bBaseBytes = 0, fullBarrierBytes = 0, emptyBarrierBytes = 0;
 };
 
 LogicalResult lowerHopperGroupedGemm(moe::GroupedGemmOp op,

@@ -48,12 +48,15 @@ HopperTileLayout hopperTileLayout(const TileShape &tile) {
 }
 
 int hopperThreads(const Schedule &schedule) {
-  return static_cast<int>(kWarpgroupThreads) * (schedule.tile.m / kWgmmaM);
+  // A producer warpgroup plus one consumer warpgroup per 64 rows.
+  return static_cast<int>(kWarpgroupThreads) * (1 + schedule.tile.m / kWgmmaM);
 }
 
 int64_t hopperSharedBytes(const GemmProblem &problem) {
   const HopperTileLayout layout = hopperTileLayout(problem.schedule.tile);
-  return problem.schedule.stages * (layout.aStageBytes + layout.bStageBytes) +
+  // Per stage: the A and B tiles and two 8-byte mbarriers (full, empty).
+  return problem.schedule.stages *
+             (layout.aStageBytes + layout.bStageBytes + 2 * HopperTileLayout::kBarrierBytes) +
          HopperTileLayout::kAlignBytes;
 }
 
@@ -126,8 +129,13 @@ LaunchShape launchShape(const GemmProblem &problem, int64_t totalRows,
     // Each expert's rows start a new M tile, so the tiles over all experts
     // number at most ceil(R / tile.m) + E; the kernel exits surplus blocks.
     const int64_t slots = ceilDiv(totalRows, tile.m) + problem.experts;
-    // One dimension, N tiles fastest: the kernel decodes block x.
-    shape.grid = {static_cast<unsigned>(slots * nTiles), 1, 1};
+    // One dimension, N tiles fastest: the kernel decodes block x. The
+    // Hopper kernel is persistent: at most one CTA per SM, each looping
+    // over the work items block x, block x + grid, ...
+    int64_t blocks = slots * nTiles;
+    if (hopper)
+      blocks = std::min<int64_t>(blocks, std::max(target.smCount, 1));
+    shape.grid = {static_cast<unsigned>(blocks), 1, 1};
   } else {
     shape.grid = {static_cast<unsigned>(ceilDiv(problem.m, tile.m)),
                   static_cast<unsigned>(nTiles),

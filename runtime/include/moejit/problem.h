@@ -63,7 +63,8 @@ struct LaunchShape {
 };
 
 // Code path of a kernel. Portable: mma.sync + cp.async, sm_80 and newer.
-// Hopper (sm_90a): cp.async into 128B-swizzled shared memory + wgmma; taken
+// Hopper (sm_90a): warp-specialised and persistent, cp.async into 128B-swizzled
+// shared memory + mbarriers + wgmma; taken
 // for the varlen-M families when the schedule's tile suits wgmma.
 enum class KernelPath { Portable, Hopper };
 KernelPath selectKernelPath(const GemmProblem &problem, const Target &target);
@@ -101,10 +102,12 @@ int64_t pipelineSharedBytes(const GemmProblem &problem);
 struct HopperTileLayout {
   static constexpr int64_t kRowBytes = 128;
   static constexpr int64_t kAlignBytes = 1024;
+  static constexpr int64_t kBarrierBytes = 8;
   int64_t aStageBytes = 0, bStageBytes = 0;
 };
 HopperTileLayout hopperTileLayout(const TileShape &tile);
-// Threads per block of the Hopper path: one warpgroup per 64 rows of M.
+// Threads per block of the Hopper path: a producer warpgroup and one
+// consumer warpgroup per 64 rows of M.
 int hopperThreads(const Schedule &schedule);
 int64_t hopperSharedBytes(const GemmProblem &problem);
 

@@ -75,11 +75,26 @@ TEST(KernelPath, HopperForVarlenMOnSm90a) {
   EXPECT_EQ(selectKernelPath(p, Target::fromArch("sm_90a")), KernelPath::Hopper);
   EXPECT_EQ(selectKernelPath(p, Target::fromArch("sm_90")), KernelPath::Portable);
   EXPECT_EQ(selectKernelPath(p, Target::fromArch("sm_80")), KernelPath::Portable);
-  const LaunchShape shape = launchShape(p, 1000, Target::fromArch("sm_90a"));
-  EXPECT_EQ(shape.block[0], 256u); // two warpgroups for 128 rows
-  EXPECT_EQ(shape.sharedBytes, 4u * (128 + 128) * 128 + 1024);
-  EXPECT_EQ(shape.grid[0], (8u + 8u) * 16u); // N tiles fastest
+  Target sm90a = Target::fromArch("sm_90a");
+  const LaunchShape shape = launchShape(p, 1000, sm90a);
+  // A producer warpgroup and two consumer warpgroups for 128 rows.
+  EXPECT_EQ(shape.block[0], 384u);
+  // Four stages of A and B tiles, two 8-byte mbarriers per stage, the slack
+  // for the 1024-byte alignment.
+  EXPECT_EQ(shape.sharedBytes, 4u * ((128 + 128) * 128 + 16) + 1024);
+  // Persistent: (8 + 8) * 16 work items on at most one CTA per SM.
+  EXPECT_EQ(shape.grid[0], 132u);
   EXPECT_EQ(shape.grid[1], 1u);
+  sm90a.smCount = 114;
+  EXPECT_EQ(launchShape(p, 1000, sm90a).grid[0], 114u);
+  // Fewer work items than SMs: one CTA per item.
+  GemmProblem small = p;
+  small.experts = 1;
+  small.n = 256;
+  EXPECT_EQ(launchShape(small, 100, sm90a).grid[0], 2u * 2u);
+  GemmProblem oneConsumer = p;
+  oneConsumer.schedule.tile.m = 64;
+  EXPECT_EQ(launchShape(oneConsumer, 1000, sm90a).block[0], 256u);
 }
 
 TEST(KernelPath, PortableWhereWgmmaDoesNotFit) {
