@@ -149,6 +149,7 @@ void buildGroupedGemm(OpBuilder &builder, const GemmProblem &p,
                                         : Type(builder.getF16Type());
   const WarpLayout warps = portableWarpLayout(p.schedule);
   const TileShape &tile = p.schedule.tile;
+  const KernelPath path = selectKernelPath(p, target);
   auto op = moe::GroupedGemmOp::create(
       builder, NameLoc::get(builder.getStringAttr(p.kernelName)),
       builder.getStringAttr(p.kernelName),
@@ -167,7 +168,9 @@ void buildGroupedGemm(OpBuilder &builder, const GemmProblem &p,
       builder.getDenseI64ArrayAttr({tile.m, tile.n, tile.k}),
       builder.getI64IntegerAttr(p.schedule.stages),
       builder.getDenseI64ArrayAttr({warps.m, warps.n}),
-      moe::KernelPathAttr::get(ctx, toDialect(selectKernelPath(p, target))));
+      moe::KernelPathAttr::get(ctx, toDialect(path)),
+      path == KernelPath::Hopper && hopperPingPong(p.schedule) ? builder.getUnitAttr()
+                                                              : UnitAttr());
   (void)op;
 }
 

@@ -95,6 +95,10 @@ LogicalResult GroupedGemmOp::verify() {
            << kMaxAccumulatorsPerThread << "); use more warps or a smaller tile";
   if (getStages() < 2 || getStages() > 8)
     return emitOpError("stages must be in [2, 8], got ") << getStages();
+  if (getPingPong() && (getPath() != KernelPath::Hopper || tile[0] != 64))
+    return emitOpError("ping_pong needs path = hopper and tile m = 64 (each "
+                       "consumer warpgroup owns a 64-row tile), got tile m = ")
+           << tile[0];
 
   if (varlenM) {
     if (!getAKContiguous())

@@ -94,7 +94,8 @@ def Moe_GroupedGemmOp : Op<Moe_Dialect, "grouped_gemm", [Symbol]> {
     DenseI64ArrayAttr:$tile,
     I64Attr:$stages,
     DenseI64ArrayAttr:$warps,
-    Moe_KernelPathAttr:$path);
+    Moe_KernelPathAttr:$path,
+    UnitAttr:$ping_pong);
   let assemblyFormat = "$sym_name attr-dict";
   let hasVerifier = 1;
 }

@@ -61,6 +61,9 @@ struct HopperConfig : GroupedGemmAttrs {
     layout = hopperTileLayout(tile);
     Schedule schedule;
     schedule.tile = tile;
+    pingPong = op.getPingPong();
+    if (pingPong)
+      schedule.warpgroups = WarpgroupMode::PingPong;
     threads = hopperThreads(schedule);
   }
 
@@ -69,6 +72,13 @@ struct HopperConfig : GroupedGemmAttrs {
   int64_t accumulators() const { return tileN / 2; } // per thread
   int64_t n8Blocks() const { return tileN / 8; }
 
+  // Consumer warpgroups: one per 64 rows of the tile (cooperative), or two
+  // that take turns on whole 64-row tiles (ping-pong).
+  int64_t consumers() const { return pingPong ? 2 : tileM / kWgmmaM; }
+  // Consumer warps that read each stage (and arrive on its empty barrier).
+  int64_t stageReaders() const { return (pingPong ? 1 : consumers()) * 4; }
+
+  bool pingPong = false;
   int64_t threads = 0;
   HopperTileLayout layout;
 };
@@ -153,6 +163,7 @@ private:
     bBaseBytes = cfg.stages * cfg.layout.aStageBytes;
     fullBarrierBytes = stageBytes;
     emptyBarrierBytes = stageBytes + cfg.stages * kBarrierBytes;
+    turnBarrierBytes = stageBytes + 2 * cfg.stages * kBarrierBytes;
   }
 
   Value barrier(int64_t regionBytes, Value stage) {
@@ -164,6 +175,7 @@ private:
   }
   Value fullBarrier(Value stage) { return barrier(fullBarrierBytes, stage); }
   Value emptyBarrier(Value stage) { return barrier(emptyBarrierBytes, stage); }
+  Value turnBarrier(Value consumer) { return barrier(turnBarrierBytes, consumer); }
 
   // A stage is full when every producer thread's copies into it have
   // landed (one cp.async.mbarrier.arrive.noinc each) and empty when every
@@ -173,12 +185,18 @@ private:
       Value producers = arith::ConstantOp::create(
           b, b.getI32IntegerAttr(kWarpgroupThreads));
       Value consumerWarps = arith::ConstantOp::create(
-          b, b.getI32IntegerAttr(consumerWarpgroups() * kWarpsPerGroup));
+          b, b.getI32IntegerAttr(cfg.stageReaders()));
       for (int64_t s = 0; s < cfg.stages; ++s) {
         NVVM::MBarrierInitOp::create(b, fullBarrier(idx(s)), producers,
                                      Value());
         NVVM::MBarrierInitOp::create(b, emptyBarrier(idx(s)), consumerWarps,
                                      Value());
+      }
+      if (cfg.pingPong) {
+        Value warps = arith::ConstantOp::create(
+            b, b.getI32IntegerAttr(kWarpsPerGroup));
+        for (int64_t g = 0; g < 2; ++g)
+          NVVM::MBarrierInitOp::create(b, turnBarrier(idx(g)), warps, Value());
       }
     });
     gpu::BarrierOp::create(b);
@@ -190,7 +208,7 @@ private:
     NVVM::MBarrierTryWaitParityOp::create(b, bar, toI32(parity), ticks);
   }
 
-  int64_t consumerWarpgroups() const { return cfg.tileM / kWgmmaM; }
+  int64_t consumerWarpgroups() const { return cfg.consumers(); }
 
   // --- CTA -> work ----------------------------------------------------------
   // A static persistent schedule: work item w = slot * nTiles + nTile (N
@@ -199,7 +217,8 @@ private:
   // CTA c takes items c, c + grid, ... Both roles walk the same list, each
   // keeping the expert walk and the count of K tiles before the current
   // tile (which fixes the stage and phase of each K tile) as loop state.
-  void forEachTile(function_ref<void(const CtaTile &, Value kBefore)> body) {
+  void forEachTile(
+      function_ref<void(const CtaTile &, Value kBefore, Value ordinal)> body) {
     const int64_t nTiles = (cfg.n + cfg.tileN - 1) / cfg.tileN;
     const int64_t kTiles = (cfg.k + cfg.tileK - 1) / cfg.tileK;
     Value experts = idx(cfg.experts);
@@ -234,7 +253,7 @@ private:
       tile.rowEnd = loadIndex(args.offsets, add(expert, idx(1)));
       tile.nTile = remu(item, idx(nTiles));
       tile.kTiles = idx(kTiles);
-      body(tile, kBefore);
+      body(tile, kBefore, divu(sub(item, first), grid));
       scf::YieldOp::create(b, ValueRange{add(item, grid), expert, slotsBefore,
                                          add(kBefore, idx(kTiles))});
     }
@@ -379,7 +398,7 @@ private:
   void emitProducer() {
     const int64_t aStageElements = cfg.layout.aStageBytes / cfg.elementBytes();
     const int64_t bStageElements = cfg.layout.bStageBytes / cfg.elementBytes();
-    forEachTile([&](const CtaTile &tile, Value kBefore) {
+    forEachTile([&](const CtaTile &tile, Value kBefore, Value) {
       SmallVector<Chunk> chunksA = planChunksA(tile);
       SmallVector<Chunk> chunksB = planChunksB(tile);
       auto loop = scf::ForOp::create(b, idx(0), tile.kTiles, idx(1));
@@ -444,7 +463,8 @@ private:
     Value aStage = add(
         sharedAddress,
         toI64(add(mul(stage, idx(cfg.layout.aStageBytes)),
-                  mul(consumerGroup, idx(kWgmmaM * kRowBytes)))));
+                  cfg.pingPong ? idx(0)
+                               : mul(consumerGroup, idx(kWgmmaM * kRowBytes)))));
     Value bStage = add(sharedAddress,
                        toI64(add(idx(bBaseBytes),
                                  mul(stage, idx(cfg.layout.bStageBytes)))));
@@ -479,9 +499,44 @@ private:
   // stages of the next tile.
   void emitConsumer() {
     consumerGroup = sub(warpgroup, idx(1));
-    consumerWarp = sub(warp, idx(kWarpsPerGroup));
+    // The warp's 16-row slice of the tile.
+    consumerWarp = cfg.pingPong ? remu(warp, idx(kWarpsPerGroup))
+                                : sub(warp, idx(kWarpsPerGroup));
     Value leader = eq(lane, idx(0));
-    forEachTile([&](const CtaTile &tile, Value kBefore) {
+    forEachTile([&](const CtaTile &tile, Value kBefore, Value ordinal) {
+      if (cfg.pingPong)
+        when(eq(remu(ordinal, idx(2)), consumerGroup),
+             [&] { emitConsumerTile(tile, kBefore, leader, ordinal); });
+      else
+        emitConsumerTile(tile, kBefore, leader, Value());
+    });
+  }
+
+  // Ping-pong: consumer g's main loops alternate with the other's. The
+  // stage barriers tell only the parity of a round, so a consumer may wait
+  // for a stage only while the stage is at most one round behind: consumer
+  // 0 starts its j-th tile once consumer 1 finished the main loop of its
+  // (j-1)-th (turn barrier 0, phase j - 1; parity 1 passes at j = 0),
+  // consumer 1 its j-th once consumer 0 finished its j-th (turn barrier
+  // 1, phase j). Each arrives on the other's turn barrier after its main
+  // loop, one arrive per warp.
+  void waitForTurn(Value ordinal) {
+    Value round = remu(divu(ordinal, idx(2)), idx(2));
+    Value parity = select(eq(consumerGroup, idx(0)), xori(round, idx(1)), round);
+    wait(turnBarrier(consumerGroup), parity);
+  }
+  void passTurn(Value leader) {
+    when(leader, [&] {
+      NVVM::MBarrierArriveOp::create(
+          b, Type(), turnBarrier(sub(idx(1), consumerGroup)), Value());
+    });
+  }
+
+  void emitConsumerTile(const CtaTile &tile, Value kBefore, Value leader,
+                        Value ordinal) {
+    if (cfg.pingPong)
+      waitForTurn(ordinal);
+    {
       Type f32Type = b.getF32Type();
       SmallVector<Type> fields(cfg.accumulators(), f32Type);
       auto accType = LLVM::LLVMStructType::getLiteral(b.getContext(), fields);
@@ -517,6 +572,8 @@ private:
              [&] { release(sub(step, idx(1))); });
         scf::YieldOp::create(b, ValueRange{next});
       }
+      if (cfg.pingPong)
+        passTurn(leader);
       NVVM::WgmmaWaitGroupSyncOp::create(b, 0);
       release(add(kBefore, sub(tile.kTiles, idx(1))));
       SmallVector<Value> values;
@@ -524,7 +581,7 @@ private:
         values.push_back(LLVM::ExtractValueOp::create(b, loop.getResult(0),
                                                       ArrayRef<int64_t>{i}));
       emitEpilogue(tile, values);
-    });
+    }
   }
 
   // --- epilogue -----------------------------------------------------------
@@ -565,6 +622,7 @@ private:
   Value shared;        // memref<elements x T, 3>, 1024-byte aligned
   Value sharedAddress; // its shared-window address (i64)
   int64_t bBaseBytes = 0, fullBarrierBytes = 0, emptyBarrierBytes = 0;
+  int64_t turnBarrierBytes = 0;
 };
 
 LogicalResult lowerHopperGroupedGemm(moe::GroupedGemmOp op,

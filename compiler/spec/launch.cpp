@@ -47,17 +47,24 @@ HopperTileLayout hopperTileLayout(const TileShape &tile) {
   return layout;
 }
 
+bool hopperPingPong(const Schedule &schedule) {
+  return schedule.warpgroups == WarpgroupMode::PingPong && schedule.tile.m == kWgmmaM;
+}
+
 int hopperThreads(const Schedule &schedule) {
+  if (hopperPingPong(schedule))
+    return static_cast<int>(kWarpgroupThreads) * 3;
   // A producer warpgroup plus one consumer warpgroup per 64 rows.
   return static_cast<int>(kWarpgroupThreads) * (1 + schedule.tile.m / kWgmmaM);
 }
 
 int64_t hopperSharedBytes(const GemmProblem &problem) {
   const HopperTileLayout layout = hopperTileLayout(problem.schedule.tile);
-  // Per stage: the A and B tiles and two 8-byte mbarriers (full, empty).
+  // Per stage: the A and B tiles and two 8-byte mbarriers (full, empty);
+  // two mbarriers that order the ping-pong consumers' main loops.
   return problem.schedule.stages *
              (layout.aStageBytes + layout.bStageBytes + 2 * HopperTileLayout::kBarrierBytes) +
-         HopperTileLayout::kAlignBytes;
+         2 * HopperTileLayout::kBarrierBytes + HopperTileLayout::kAlignBytes;
 }
 
 KernelPath selectKernelPath(const GemmProblem &problem, const Target &target) {

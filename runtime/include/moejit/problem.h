@@ -106,8 +106,13 @@ struct HopperTileLayout {
   int64_t aStageBytes = 0, bStageBytes = 0;
 };
 HopperTileLayout hopperTileLayout(const TileShape &tile);
+// Whether the Hopper path runs the schedule ping-pong: two consumer
+// warpgroups each own whole 64-row tiles and take turns, so one's epilogue
+// overlaps the other's main loop. Only with tile.m = 64; a ping-pong
+// schedule of taller tiles runs cooperatively (docs/schedules.md).
+bool hopperPingPong(const Schedule &schedule);
 // Threads per block of the Hopper path: a producer warpgroup and one
-// consumer warpgroup per 64 rows of M.
+// consumer warpgroup per 64 rows of M (two for ping-pong).
 int hopperThreads(const Schedule &schedule);
 int64_t hopperSharedBytes(const GemmProblem &problem);
 

@@ -79,9 +79,9 @@ TEST(KernelPath, HopperForVarlenMOnSm90a) {
   const LaunchShape shape = launchShape(p, 1000, sm90a);
   // A producer warpgroup and two consumer warpgroups for 128 rows.
   EXPECT_EQ(shape.block[0], 384u);
-  // Four stages of A and B tiles, two 8-byte mbarriers per stage, the slack
-  // for the 1024-byte alignment.
-  EXPECT_EQ(shape.sharedBytes, 4u * ((128 + 128) * 128 + 16) + 1024);
+  // Four stages of A and B tiles, two 8-byte mbarriers per stage, two turn
+  // mbarriers, the slack for the 1024-byte alignment.
+  EXPECT_EQ(shape.sharedBytes, 4u * ((128 + 128) * 128 + 16) + 16 + 1024);
   // Persistent: (8 + 8) * 16 work items on at most one CTA per SM.
   EXPECT_EQ(shape.grid[0], 132u);
   EXPECT_EQ(shape.grid[1], 1u);
