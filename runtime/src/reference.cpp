@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <string>
 
 namespace moejit {
 
@@ -149,27 +150,41 @@ OperandLayout operandLayout(GemmKind kind, const LayerSpec &layer, const Grouped
   return l;
 }
 
+void fillRandomOperand(GemmKind kind, const LayerSpec &layer, const GroupedRows &rows,
+                       uint64_t seed, OperandSlot slot, int64_t first, std::span<uint16_t> out) {
+  const OperandLayout l = operandLayout(kind, layer, rows);
+  double bound = 1.0;
+  if (slot == OperandSlot::B && !l.varlenK)
+    bound = 1.0 / std::sqrt(double(l.reduction)); // weights
+  else if (slot == OperandSlot::AuxIn)
+    bound = 1.5;
+  const uint64_t stream = uint64_t(kind) * 16 + uint64_t(slot);
+  uint16_t (*const convert)(float) = layer.dtype == DType::BF16 ? floatToBf16 : floatToFp16;
+  parallelFor(static_cast<int64_t>(out.size()), [&](int64_t begin, int64_t end) {
+    // Locals, which the conversion call cannot change, so that the stream's
+    // part of counterRandom is hoisted out of the loop (tens of GB are made).
+    const uint64_t localSeed = seed, localStream = stream, localFirst = first;
+    const double localBound = bound;
+    uint16_t *const values = out.data();
+    for (int64_t i = begin; i < end; ++i) {
+      const uint64_t bits = counterRandom(localSeed, localStream, localFirst + uint64_t(i));
+      values[i] = convert(static_cast<float>((2.0 * unitInterval(bits) - 1.0) * localBound));
+    }
+  });
+}
+
 HostOperands randomOperands(GemmKind kind, const LayerSpec &layer, const GroupedRows &rows,
                             uint64_t seed) {
   const OperandLayout l = operandLayout(kind, layer, rows);
-  const bool bIsWeight = !l.varlenK;
-  const double weightBound = bIsWeight ? 1.0 / std::sqrt(double(l.reduction)) : 1.0;
-  const double auxInBound = 1.5;
-  auto fill = [&](int64_t count, double bound, uint64_t slot) {
+  auto fill = [&](int64_t count, OperandSlot slot) {
     std::vector<uint16_t> values(count);
-    const uint64_t stream = uint64_t(kind) * 16 + slot;
-    parallelFor(count, [&](int64_t begin, int64_t end) {
-      for (int64_t i = begin; i < end; ++i) {
-        const double x = (2.0 * unitInterval(counterRandom(seed, stream, i)) - 1.0) * bound;
-        values[i] = floatToHalf(layer.dtype, static_cast<float>(x));
-      }
-    });
+    fillRandomOperand(kind, layer, rows, seed, slot, 0, values);
     return values;
   };
   HostOperands operands;
-  operands.a = fill(l.aElements, 1.0, 0);
-  operands.b = fill(l.bElements, weightBound, 1);
-  operands.auxIn = fill(l.auxInElements, auxInBound, 3);
+  operands.a = fill(l.aElements, OperandSlot::A);
+  operands.b = fill(l.bElements, OperandSlot::B);
+  operands.auxIn = fill(l.auxInElements, OperandSlot::AuxIn);
   return operands;
 }
 
@@ -183,7 +198,8 @@ int64_t referenceMacs(GemmKind kind, const LayerSpec &layer, const GroupedRows &
 }
 
 std::vector<int64_t> sampleOutputRows(GemmKind kind, const LayerSpec &layer,
-                                      const GroupedRows &rows, int64_t maxMacs, uint64_t seed) {
+                                      const GroupedRows &rows, int64_t maxMacs, uint64_t seed,
+                                      int64_t maxOutputElements) {
   const OperandLayout l = operandLayout(kind, layer, rows);
   // A row costs its multiply-accumulates plus its outputs (held in float64
   // and compared), so that huge all-zero gradients of empty experts are
@@ -192,8 +208,9 @@ std::vector<int64_t> sampleOutputRows(GemmKind kind, const LayerSpec &layer,
   const int64_t m = l.varlenK ? l.cRows / layer.experts : 0;
   const int64_t totalCost = l.varlenK ? (rows.rows() * m + l.cRows) * l.cColumns
                                       : l.cRows * (l.reduction + 1) * l.cColumns;
+  const int64_t maxRows = maxOutputElements / std::max<int64_t>(l.cColumns, 1);
   std::vector<int64_t> chosen;
-  if (totalCost <= maxMacs) {
+  if (totalCost <= maxMacs && l.cRows <= maxRows) {
     chosen.resize(l.cRows);
     for (int64_t r = 0; r < l.cRows; ++r)
       chosen[r] = r;
@@ -217,10 +234,55 @@ std::vector<int64_t> sampleOutputRows(GemmKind kind, const LayerSpec &layer,
     else if (rows.counts[e] > 0)
       take(rows.offsets[e] + static_cast<int64_t>(random.below(rows.counts[e])));
   }
-  for (int64_t attempts = 0; spent < maxMacs && attempts < 4 * l.cRows; ++attempts)
+  for (int64_t attempts = 0;
+       spent < maxMacs && int64_t(chosen.size()) < maxRows && attempts < 4 * l.cRows; ++attempts)
     take(static_cast<int64_t>(random.below(l.cRows)));
   std::sort(chosen.begin(), chosen.end());
   return chosen;
+}
+
+GemmCheckPlan planGemmCheck(GemmKind kind, const LayerSpec &layer, const GroupedRows &rows,
+                            const CheckBudget &budget, uint64_t seed) {
+  GemmCheckPlan plan;
+  plan.layout = operandLayout(kind, layer, rows);
+  const OperandLayout &l = plan.layout;
+  const int64_t half = 2, auxBytes = l.auxOutIsFloat ? 4 : half;
+  plan.weightsByExpert = !l.varlenK && l.bElements * half > budget.maxWholeBufferBytes;
+  plan.outputsByRows = l.cRows * l.cColumns * half > budget.maxWholeBufferBytes;
+  plan.checkedRows = sampleOutputRows(kind, layer, rows, budget.maxReferenceMacs, seed,
+                                      plan.outputsByRows ? budget.maxReadBackElements
+                                                         : std::numeric_limits<int64_t>::max());
+
+  const int64_t expertElements = l.bElements / layer.experts;
+  int64_t bMade = l.bElements, bHeld = l.bElements;
+  if (plan.weightsByExpert) {
+    const int64_t expertsPerChunk = std::max<int64_t>(
+        1, budget.maxWeightChunkBytes / std::max<int64_t>(expertElements * half, 1));
+    bMade = bHeld = 0;
+    for (int e = 0; e < layer.experts; ++e) {
+      if (rows.counts[e] == 0)
+        continue;
+      if (plan.weightChunks.empty() || plan.weightChunks.back().last != e ||
+          plan.weightChunks.back().last - plan.weightChunks.back().first >= expertsPerChunk)
+        plan.weightChunks.push_back({e, e});
+      ++plan.weightChunks.back().last;
+      bMade += expertElements;
+    }
+    for (const ExpertRange &chunk : plan.weightChunks)
+      bHeld = std::max(bHeld, (chunk.last - chunk.first) * expertElements);
+  }
+
+  const int64_t routingBytes =
+      (int64_t(layer.experts) + 1) * 4 + rows.rows() * int64_t(sizeof(int32_t) + sizeof(float));
+  plan.uploadedBytes = (l.aElements + bMade + l.auxInElements) * half + routingBytes;
+  const int64_t readRows = plan.outputsByRows ? int64_t(plan.checkedRows.size()) : l.cRows;
+  const int64_t readAuxRows = plan.outputsByRows ? (l.auxOutRows > 0 ? readRows : 0) : l.auxOutRows;
+  plan.readBackBytes = readRows * l.cColumns * half + readAuxRows * l.auxOutColumns * auxBytes;
+  const int64_t referenceBytes =
+      int64_t(plan.checkedRows.size()) * (l.cColumns + l.auxOutColumns) * int64_t(sizeof(double));
+  plan.peakHostBytes = (l.aElements + bHeld + l.auxInElements) * half + routingBytes +
+                       plan.readBackBytes + referenceBytes;
+  return plan;
 }
 
 namespace {
@@ -248,6 +310,16 @@ void rowTimesMatrix(const double *a, int64_t K, const uint16_t *b, bool kn, int6
   }
 }
 
+// Elements [first, first + count) of B, which must be in the host window.
+const uint16_t *bElements(const HostOperands &ops, int64_t first, int64_t count) {
+  if (first < ops.bFirst || first + count > ops.bFirst + static_cast<int64_t>(ops.b.size()))
+    throw Error("reference: elements [" + std::to_string(first) + ", " +
+                std::to_string(first + count) + ") of operand B are not on the host (it holds [" +
+                std::to_string(ops.bFirst) + ", " +
+                std::to_string(ops.bFirst + static_cast<int64_t>(ops.b.size())) + "))");
+  return ops.b.data() + (first - ops.bFirst);
+}
+
 // One grouped row of a varlen-M family: its C row and aux_out row.
 void varlenMRow(GemmKind kind, const LayerSpec &layer, const GroupedRows &rows,
                 const HostOperands &ops, const HalfDecoder &decode, int64_t r, double *c,
@@ -259,7 +331,8 @@ void varlenMRow(GemmKind kind, const LayerSpec &layer, const GroupedRows &rows,
   switch (kind) {
   case GemmKind::UpProj: {
     decode.row(ops.a.data() + token * s.d, s.d, aRow.data());
-    rowTimesMatrix(aRow.data(), s.d, ops.b.data() + e * s.d * s.u, true, s.u, decode, c);
+    rowTimesMatrix(aRow.data(), s.d, bElements(ops, e * s.d * s.u, s.d * s.u), true, s.u, decode,
+                   c);
     if (layer.activation == Activation::None)
       return;
     for (int64_t j = 0; j < s.n; ++j)
@@ -270,14 +343,16 @@ void varlenMRow(GemmKind kind, const LayerSpec &layer, const GroupedRows &rows,
   }
   case GemmKind::DownProj:
     decode.row(ops.a.data() + r * s.n, s.n, aRow.data());
-    rowTimesMatrix(aRow.data(), s.n, ops.b.data() + e * s.n * s.d, true, s.d, decode, c);
+    rowTimesMatrix(aRow.data(), s.n, bElements(ops, e * s.n * s.d, s.n * s.d), true, s.d, decode,
+                   c);
     for (int64_t j = 0; j < s.d; ++j)
       c[j] *= score;
     return;
   case GemmKind::DH: {
     decode.row(ops.a.data() + token * s.d, s.d, aRow.data());
     double *dA = acc.data();
-    rowTimesMatrix(aRow.data(), s.d, ops.b.data() + e * s.n * s.d, false, s.n, decode, dA);
+    rowTimesMatrix(aRow.data(), s.d, bElements(ops, e * s.n * s.d, s.n * s.d), false, s.n, decode,
+                   dA);
     const uint16_t *h = ops.auxIn.data() + r * s.u;
     double dS = 0;
     for (int64_t j = 0; j < s.n; ++j) {
@@ -300,7 +375,8 @@ void varlenMRow(GemmKind kind, const LayerSpec &layer, const GroupedRows &rows,
   }
   case GemmKind::DX:
     decode.row(ops.a.data() + r * s.u, s.u, aRow.data());
-    rowTimesMatrix(aRow.data(), s.u, ops.b.data() + e * s.d * s.u, false, s.d, decode, c);
+    rowTimesMatrix(aRow.data(), s.u, bElements(ops, e * s.d * s.u, s.d * s.u), false, s.d, decode,
+                   c);
     return;
   case GemmKind::DW1:
   case GemmKind::DW2:
@@ -326,11 +402,11 @@ void varlenKRow(GemmKind kind, const LayerSpec &layer, const GroupedRows &rows,
     double bScale = 1.0;
     if (dw2) { // act[r][i] * (s_r dO[token])
       a = decode(ops.a[r * s.n + i]);
-      b = ops.b.data() + token * s.d;
+      b = bElements(ops, token * s.d, s.d);
       bScale = rows.scale[r];
     } else { // X[token][i] * dH[r]
       a = decode(ops.a[token * s.d + i]);
-      b = ops.b.data() + r * s.u;
+      b = bElements(ops, r * s.u, s.u);
     }
     decode.row(b, N, bRow.data());
     const double weight = a * bScale;

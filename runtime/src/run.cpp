@@ -7,12 +7,16 @@
 #include "runtime/api/layer_module.h"
 #include "runtime/src/driver_info.h"
 #include "runtime/src/half.h"
+#include "runtime/src/parallel.h"
 
 #include <fmt/format.h>
 #include <fmt/ostream.h>
+#include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
+#include <cmath>
 #include <fstream>
 #include <ostream>
 #include <sstream>
@@ -35,9 +39,125 @@ template <class T> DeviceBuffer uploadNew(const Gpu &gpu, const std::vector<T> &
   return buffer;
 }
 
-int64_t countNonFinite(const std::vector<uint16_t> &values, DType dtype) {
-  return std::count_if(values.begin(), values.end(),
-                       [&](uint16_t bits) { return isNonFiniteHalf(dtype, bits); });
+// A whole input slot, made and uploaded.
+DeviceBuffer uploadRandomSlot(const Gpu &gpu, GemmKind kind, const LayerSpec &layer,
+                              const GroupedRows &rows, uint64_t seed, OperandSlot slot,
+                              int64_t elements, std::vector<uint16_t> &host) {
+  host.resize(elements);
+  fillRandomOperand(kind, layer, rows, seed, slot, 0, host);
+  return uploadNew(gpu, host);
+}
+
+// Synchronous copies of part of a buffer (DeviceBuffer copies it whole).
+void copyToDevice(const Gpu &gpu, const DeviceBuffer &buffer, size_t offset, const void *host,
+                  size_t bytes) {
+  if (offset + bytes > buffer.bytes())
+    throw Error("device copy past the end of a buffer");
+  if (bytes > 0)
+    gpu.driver().call(gpu.driver().cuMemcpyHtoD, buffer.pointer() + offset, host, bytes);
+}
+void copyFromDevice(const Gpu &gpu, const DeviceBuffer &buffer, size_t offset, void *host,
+                    size_t bytes) {
+  if (offset + bytes > buffer.bytes())
+    throw Error("device copy past the end of a buffer");
+  if (bytes > 0)
+    gpu.driver().call(gpu.driver().cuMemcpyDtoH, host, buffer.pointer() + offset, bytes);
+}
+
+bool isNonFinite(DType dtype, uint16_t bits) { return isNonFiniteHalf(dtype, bits); }
+bool isNonFinite(DType, float value) { return !std::isfinite(value); }
+
+template <class T> int64_t countNonFinite(const std::vector<T> &values, DType dtype) {
+  std::atomic<int64_t> count{0};
+  parallelFor(static_cast<int64_t>(values.size()), [&](int64_t begin, int64_t end) {
+    int64_t local = 0;
+    for (int64_t i = begin; i < end; ++i)
+      local += isNonFinite(dtype, values[i]);
+    count += local;
+  });
+  return count;
+}
+
+// B of a varlen-M family made by expert (GemmCheckPlan::weightChunks): the
+// rest of B poisoned, each chunk made and uploaded, and the reference of
+// the checked rows of its experts computed while it is on the host.
+ReferenceOutput uploadWeightsByExpert(const Gpu &gpu, DeviceBuffer &b, GemmKind kind,
+                                      const LayerSpec &layer, const GroupedRows &rows,
+                                      const GemmCheckPlan &plan, HostOperands &operands,
+                                      uint64_t seed, uint8_t poison) {
+  const OperandLayout &l = plan.layout;
+  const int64_t expertElements = l.bElements / layer.experts;
+  const std::vector<int64_t> &checked = plan.checkedRows;
+  ReferenceOutput reference;
+  reference.c.resize(checked.size() * l.cColumns);
+  if (l.auxOutRows > 0)
+    reference.auxOut.resize(checked.size() * l.auxOutColumns);
+  b.fillBytes(poison);
+  for (const ExpertRange &chunk : plan.weightChunks) {
+    operands.bFirst = chunk.first * expertElements;
+    operands.b.resize((chunk.last - chunk.first) * expertElements);
+    fillRandomOperand(kind, layer, rows, seed, OperandSlot::B, operands.bFirst, operands.b);
+    copyToDevice(gpu, b, operands.bFirst * sizeof(uint16_t), operands.b.data(),
+                 operands.b.size() * sizeof(uint16_t));
+    // Grouped rows are sorted by expert, so the chunk's checked rows are a
+    // contiguous run of the sorted checked rows.
+    const auto begin = std::lower_bound(checked.begin(), checked.end(), rows.offsets[chunk.first]);
+    const auto end = std::lower_bound(begin, checked.end(), rows.offsets[chunk.last]);
+    const size_t first = begin - checked.begin();
+    const ReferenceOutput part = referenceGemm(kind, layer, rows, operands, std::span(begin, end));
+    std::copy(part.c.begin(), part.c.end(), reference.c.begin() + first * l.cColumns);
+    std::copy(part.auxOut.begin(), part.auxOut.end(),
+              reference.auxOut.begin() + first * l.auxOutColumns);
+  }
+  operands.b = {};
+  operands.bFirst = 0;
+  return reference;
+}
+
+// An output read back: whole, or only the checked rows (then row i of
+// `values` is checked row i). `compared` are the rows of `values` that hold
+// the checked rows, for compareRows.
+template <class T> struct ReadBack {
+  std::vector<T> values;
+  std::vector<int64_t> compared;
+};
+
+template <class T>
+ReadBack<T> readBack(const Gpu &gpu, const DeviceBuffer &buffer, int64_t columns,
+                     const GemmCheckPlan &plan) {
+  ReadBack<T> out;
+  const std::vector<int64_t> &checked = plan.checkedRows;
+  if (!plan.outputsByRows) {
+    out.values.resize(buffer.bytes() / sizeof(T));
+    buffer.download(std::span(out.values));
+    out.compared = checked;
+    return out;
+  }
+  const size_t rowBytes = columns * sizeof(T);
+  out.values.resize(checked.size() * columns);
+  out.compared.resize(checked.size());
+  // One copy per run of consecutive rows.
+  for (size_t i = 0; i < checked.size();) {
+    size_t j = i + 1;
+    while (j < checked.size() && checked[j] == checked[j - 1] + 1)
+      ++j;
+    copyFromDevice(gpu, buffer, checked[i] * rowBytes, out.values.data() + i * columns,
+                   (j - i) * rowBytes);
+    i = j;
+  }
+  for (size_t i = 0; i < checked.size(); ++i)
+    out.compared[i] = static_cast<int64_t>(i);
+  return out;
+}
+
+// A buffer of at least twice the L2 cache: overwriting it evicts what a
+// previous launch left there.
+size_t l2FlushBytes(const Gpu &gpu) {
+  int l2 = 0;
+  gpu.driver().call(gpu.driver().cuDeviceGetAttribute, &l2, CU_DEVICE_ATTRIBUTE_L2_CACHE_SIZE,
+                    gpu.context()->device);
+  constexpr size_t kUnknownL2Bytes = size_t(128) << 20;
+  return 2 * (l2 > 0 ? size_t(l2) : kUnknownL2Bytes);
 }
 
 std::string formatError(const Comparison &comparison) {
@@ -47,6 +167,14 @@ std::string formatError(const Comparison &comparison) {
 }
 
 } // namespace
+
+double GemmRunResult::relativeError() const {
+  return auxOut ? std::max(c.relativeError, auxOut->relativeError) : c.relativeError;
+}
+
+double GemmRunResult::tflops() const {
+  return medianMs > 0 ? flops / (medianMs * 1e-3) / 1e12 : 0.0;
+}
 
 double gemmFlops(const GemmProblem &problem, int64_t totalRows) {
   const double fixed = problem.varlen == Varlen::M ? double(problem.n) * double(problem.k)
@@ -85,13 +213,31 @@ GemmRunResult runGemm(const Gpu &gpu, Function &kernel, const LayerSpec &layer,
                       const GemmProblem &problem, const Target &target, const GroupedRows &rows,
                       const GemmRunSettings &settings) {
   const GemmKind kind = problem.kind;
-  const OperandLayout layout = operandLayout(kind, layer, rows);
-  const HostOperands operands = randomOperands(kind, layer, rows, settings.seed);
+  GemmRunResult result;
+  result.plan = planGemmCheck(kind, layer, rows, settings.check, settings.seed);
+  const GemmCheckPlan &plan = result.plan;
+  const OperandLayout &layout = plan.layout;
+  const std::vector<int64_t> &checked = plan.checkedRows;
   const size_t halfBytes = sizeof(uint16_t);
+  constexpr uint8_t kPoisonByte = 0xFF; // 0xFFFF: NaN in bf16 and fp16
 
-  DeviceBuffer a = uploadNew(gpu, operands.a);
-  DeviceBuffer b = uploadNew(gpu, operands.b);
-  DeviceBuffer auxIn = uploadNew(gpu, operands.auxIn);
+  HostOperands operands;
+  DeviceBuffer a = uploadRandomSlot(gpu, kind, layer, rows, settings.seed, OperandSlot::A,
+                                    layout.aElements, operands.a);
+  DeviceBuffer auxIn = uploadRandomSlot(gpu, kind, layer, rows, settings.seed, OperandSlot::AuxIn,
+                                        layout.auxInElements, operands.auxIn);
+  DeviceBuffer b;
+  ReferenceOutput reference;
+  if (plan.weightsByExpert) {
+    b = gpu.allocate(layout.bElements * halfBytes);
+    reference = uploadWeightsByExpert(gpu, b, kind, layer, rows, plan, operands, settings.seed,
+                                      kPoisonByte);
+  } else {
+    b = uploadRandomSlot(gpu, kind, layer, rows, settings.seed, OperandSlot::B, layout.bElements,
+                         operands.b);
+    reference = referenceGemm(kind, layer, rows, operands, checked);
+  }
+  operands = {}; // the reference is made: free the host inputs before reading back
   DeviceBuffer offsets = uploadNew(gpu, rows.offsets);
   DeviceBuffer gather = uploadNew(gpu, rows.gather);
   DeviceBuffer scale = uploadNew(gpu, rows.scale);
@@ -100,7 +246,6 @@ GemmRunResult runGemm(const Gpu &gpu, Function &kernel, const LayerSpec &layer,
   DeviceBuffer auxOut =
       gpu.allocate(auxOutElements * (layout.auxOutIsFloat ? sizeof(float) : halfBytes));
 
-  constexpr uint8_t kPoisonByte = 0xFF; // 0xFFFF: NaN in bf16 and fp16
   c.fillBytes(kPoisonByte);
   auxOut.fillBytes(layout.auxOutIsFloat ? 0 : kPoisonByte);
 
@@ -120,35 +265,26 @@ GemmRunResult runGemm(const Gpu &gpu, Function &kernel, const LayerSpec &layer,
   launchKernel(kernel, shape, args, stream);
   stream.synchronize();
 
-  GemmRunResult result;
   result.flops = gemmFlops(problem, rows.rows());
-  std::vector<uint16_t> cHost(layout.cRows * layout.cColumns);
-  c.download(std::span(cHost));
-  result.nonFiniteOutputs = countNonFinite(cHost, layer.dtype);
-  std::vector<uint16_t> auxHalf;
-  std::vector<float> auxFloat;
-  if (layout.auxOutIsFloat) {
-    auxFloat.resize(auxOutElements);
-    auxOut.download(std::span(auxFloat));
-    result.nonFiniteOutputs +=
-        std::count_if(auxFloat.begin(), auxFloat.end(), [](float v) { return !std::isfinite(v); });
-  } else if (auxOutElements > 0) {
-    auxHalf.resize(auxOutElements);
-    auxOut.download(std::span(auxHalf));
-    result.nonFiniteOutputs += countNonFinite(auxHalf, layer.dtype);
-  }
-
-  const std::vector<int64_t> checked =
-      sampleOutputRows(kind, layer, rows, settings.maxReferenceMacs, settings.seed);
   result.checkedRows = static_cast<int64_t>(checked.size());
   result.outputRows = layout.cRows;
-  const ReferenceOutput reference = referenceGemm(kind, layer, rows, operands, checked);
-  result.c = compareRows(reference.c, asSpan(cHost), layer.dtype, layout.cColumns, checked);
-  if (layout.auxOutIsFloat)
-    result.auxOut = compareRows(reference.auxOut, asSpan(auxFloat), layout.auxOutColumns, checked);
-  else if (auxOutElements > 0)
+  {
+    const ReadBack<uint16_t> cHost = readBack<uint16_t>(gpu, c, layout.cColumns, plan);
+    result.nonFiniteOutputs = countNonFinite(cHost.values, layer.dtype);
+    result.c = compareRows(reference.c, asSpan(cHost.values), layer.dtype, layout.cColumns,
+                           cHost.compared);
+  }
+  if (layout.auxOutIsFloat) {
+    const ReadBack<float> aux = readBack<float>(gpu, auxOut, layout.auxOutColumns, plan);
+    result.nonFiniteOutputs += countNonFinite(aux.values, layer.dtype);
     result.auxOut =
-        compareRows(reference.auxOut, asSpan(auxHalf), layer.dtype, layout.auxOutColumns, checked);
+        compareRows(reference.auxOut, asSpan(aux.values), layout.auxOutColumns, aux.compared);
+  } else if (auxOutElements > 0) {
+    const ReadBack<uint16_t> aux = readBack<uint16_t>(gpu, auxOut, layout.auxOutColumns, plan);
+    result.nonFiniteOutputs += countNonFinite(aux.values, layer.dtype);
+    result.auxOut = compareRows(reference.auxOut, asSpan(aux.values), layer.dtype,
+                                layout.auxOutColumns, aux.compared);
+  }
 
   std::vector<std::string> failures;
   if (result.nonFiniteOutputs > 0)
@@ -167,12 +303,17 @@ GemmRunResult runGemm(const Gpu &gpu, Function &kernel, const LayerSpec &layer,
   if (settings.iters > 0) {
     for (int i = 0; i < settings.warmup; ++i)
       launchKernel(kernel, shape, args, stream);
+    DeviceBuffer flush;
+    if (settings.flushL2)
+      flush = gpu.allocate(l2FlushBytes(gpu));
     std::vector<Event> starts, stops;
     for (int i = 0; i < settings.iters; ++i) {
       starts.push_back(gpu.createEvent());
       stops.push_back(gpu.createEvent());
     }
     for (int i = 0; i < settings.iters; ++i) {
+      if (settings.flushL2)
+        flush.fillBytesAsync(static_cast<uint8_t>(i), stream); // before the pair: untimed
       starts[i].record(stream);
       launchKernel(kernel, shape, args, stream);
       stops[i].record(stream);
@@ -194,6 +335,7 @@ struct RunContext {
   std::ostream &out;
   std::ostream &err;
   KernelCache &cache;
+  std::vector<KernelRunRecord> &records; // every kernel run, for --json
 };
 
 std::string describeLayer(const LayerSpec &layer) {
@@ -202,7 +344,8 @@ std::string describeLayer(const LayerSpec &layer) {
                      toString(layer.gateUp), toString(layer.dtype));
 }
 
-// Runs every compiled GEMM of one layer; returns false if any failed.
+// Runs every compiled GEMM of one layer, appending to run.records; returns
+// false if any failed.
 bool runLayer(const RunContext &run, const Gpu &gpu, const Target &target, const LayerSpec &layer,
               const CompiledLayer &compiled, const RoutingMethod &routing) {
   const RunOptions &options = run.options;
@@ -228,14 +371,27 @@ bool runLayer(const RunContext &run, const Gpu &gpu, const Target &target, const
   settings.seed = options.seed;
   settings.iters = options.iters;
   settings.warmup = options.warmup;
-  settings.maxReferenceMacs = options.maxReferenceMacs;
+  settings.flushL2 = options.flushL2;
+  settings.check = options.check;
   settings.tolerance = options.tolerance;
+  if (options.iters > 0 && options.flushL2)
+    fmt::print(run.out,
+               "  timing: median of {} launches, {} MB (2x the L2) overwritten before "
+               "each\n",
+               options.iters, l2FlushBytes(gpu) >> 20);
 
   bool allPassed = true;
   for (size_t i = 0; i < compiled.problems.size(); ++i) {
     const GemmProblem &problem = compiled.problems[i];
     Function kernel = module.function(compiled.kernelNames[i]);
-    const GemmRunResult result = runGemm(gpu, kernel, layer, problem, target, rows, settings);
+    KernelRunRecord &record = run.records.emplace_back();
+    record.layer = layer.name;
+    record.problem = problem;
+    record.path = selectKernelPath(problem, target);
+    record.rows = rows.rows();
+    record.timed = options.iters > 0;
+    record.result = runGemm(gpu, kernel, layer, problem, target, rows, settings);
+    const GemmRunResult &result = record.result;
     allPassed = allPassed && result.passed;
     std::string line = fmt::format("  {:<10} {}  err C {}", toString(problem.kind),
                                    result.passed ? "PASS" : "FAIL", formatError(result.c));
@@ -245,16 +401,28 @@ bool runLayer(const RunContext &run, const Gpu &gpu, const Target &target, const
     if (result.checkedRows < result.outputRows)
       line +=
           fmt::format("  (checked {} of {} output rows)", result.checkedRows, result.outputRows);
-    if (options.iters > 0) {
-      const double tflops =
-          result.medianMs > 0 ? result.flops / (result.medianMs * 1e-3) / 1e12 : 0.0;
-      line += fmt::format("  {:.3f} ms  {:.1f} TFLOP/s", result.medianMs, tflops);
-    }
+    if (options.iters > 0)
+      line += fmt::format("  {:.3f} ms  {:.1f} TFLOP/s", result.medianMs, result.tflops());
     run.out << line << "\n";
     if (!result.passed)
       run.out << "             " << result.failure << "\n";
   }
   return allPassed;
+}
+
+// Writes --json when asked; false (with a message) when the file cannot be
+// written.
+bool writeJson(const RunContext &run, const std::string &device, const Target &target,
+               const RoutingMethod &routing) {
+  if (run.options.jsonPath.empty())
+    return true;
+  std::ofstream file(run.options.jsonPath, std::ios::binary);
+  file << runResultsJson(device, target.arch, run.options, routing.describe(), run.records);
+  if (!file) {
+    run.err << "moejit run: error: cannot write '" << run.options.jsonPath << "'\n";
+    return false;
+  }
+  return true;
 }
 
 int runSpec(const RunContext &run) {
@@ -324,7 +492,7 @@ int runSpec(const RunContext &run) {
                "no GPU: compiled {} kernel{} to PTX for {} ({} from the kernel cache), cannot "
                "run them here\n  ({})\n",
                kernels, kernels == 1 ? "" : "s", target.arch, cachedKernels, e.what());
-    return kRunOk;
+    return writeJson(run, "none", target, routing) ? kRunOk : kRunUsage;
   }
   fmt::print(run.out, "GPU: {} ({} SMs), target {}\n", gpu->properties().name,
              gpu->properties().smCount, target.arch);
@@ -333,10 +501,40 @@ int runSpec(const RunContext &run) {
   for (size_t i = 0; i < layers.size(); ++i)
     allPassed = runLayer(run, *gpu, target, *layers[i], compiled[i], routing) && allPassed;
   run.out << (allPassed ? "all kernels passed\n" : "some kernels FAILED\n");
+  if (!writeJson(run, gpu->properties().name, target, routing))
+    return kRunUsage;
   return allPassed ? kRunOk : kRunCheckFailed;
 }
 
 } // namespace
+
+std::string runResultsJson(const std::string &device, const std::string &arch,
+                           const RunOptions &options, const std::string &routing,
+                           const std::vector<KernelRunRecord> &kernels) {
+  // Keys in the schema's order; non-finite numbers are written as null.
+  using json = nlohmann::ordered_json;
+  json list = json::array();
+  for (const KernelRunRecord &k : kernels) {
+    const GemmRunResult &r = k.result;
+    list.push_back({{"layer", k.layer},
+                    {"gemm", std::string(toString(k.problem.kind))},
+                    {"path", k.path == KernelPath::Hopper ? "hopper" : "portable"},
+                    {"rows", k.rows},
+                    {"m", k.problem.m},
+                    {"n", k.problem.n},
+                    {"k", k.problem.k},
+                    {"flops", r.flops},
+                    {"median_ms", k.timed ? json(r.medianMs) : json(nullptr)},
+                    {"tflops", k.timed ? json(r.tflops()) : json(nullptr)},
+                    {"rel_err", r.relativeError()},
+                    {"non_finite", r.nonFiniteOutputs},
+                    {"pass", r.passed}});
+  }
+  const json document = {{"device", device},         {"arch", arch},
+                         {"tokens", options.tokens}, {"routing", routing},
+                         {"seed", options.seed},     {"kernels", std::move(list)}};
+  return document.dump(2) + "\n";
+}
 
 std::optional<Spec> readRunSpec(const std::string &file, const Target &target, std::ostream &err,
                                 int &failure) {
@@ -360,7 +558,8 @@ std::optional<Spec> readRunSpec(const std::string &file, const Target &target, s
 int runCommand(const RunOptions &options, std::ostream &out, std::ostream &err) {
   try {
     KernelCache cache(KernelCacheOptions::fromKnobs(Knobs::fromEnvironment()));
-    return runSpec(RunContext{options, out, err, cache});
+    std::vector<KernelRunRecord> records;
+    return runSpec(RunContext{options, out, err, cache, records});
   } catch (const std::exception &e) {
     err << "moejit run: error: " << e.what() << "\n";
     return kRunUsage;

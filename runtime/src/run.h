@@ -28,9 +28,12 @@ struct RunOptions {
   std::string arch;                // empty: MOEJIT_ARCH, else the GPU's, else sm_90a
   int iters = 20;                  // timed launches (the median is reported); 0: no timing
   int warmup = 3;                  // untimed launches before them
-  // Reference work per kernel in multiply-accumulates; above it a sample of
-  // output rows is checked (sampleOutputRows in reference.h).
-  int64_t maxReferenceMacs = 2'000'000'000;
+  bool flushL2 = false;            // overwrite 2x the L2 before each timed launch
+  std::string jsonPath;            // also write the results here (schema: runResultsJson)
+  // Host work and memory per kernel: reference multiply-accumulates, and the
+  // buffer size above which weights are made by expert and outputs read
+  // back by rows (planGemmCheck in reference.h).
+  CheckBudget check;
   double tolerance = 1e-2; // relative Frobenius error allowed (bf16/fp16)
 };
 
@@ -76,27 +79,65 @@ struct GemmRunSettings {
   uint64_t seed = 1;
   int iters = 0;
   int warmup = 0;
-  int64_t maxReferenceMacs = 2'000'000'000;
+  bool flushL2 = false; // before each timed launch, memset a buffer of 2x the L2, untimed
+  CheckBudget check;
   double tolerance = 1e-2;
 };
 
 struct GemmRunResult {
   Comparison c;                     // over the checked rows of C
   std::optional<Comparison> auxOut; // act(H) (up_proj) or dS (dh)
-  int64_t nonFiniteOutputs = 0;     // over all of C and aux_out: NaN/inf, or poison left unwritten
+  // NaN/inf, or poison left unwritten, over the outputs read back: all of C
+  // and aux_out, or their checked rows when the plan reads back by rows.
+  int64_t nonFiniteOutputs = 0;
   int64_t checkedRows = 0, outputRows = 0;
   bool passed = false;
   double medianMs = 0; // when timed
   double flops = 0;
   std::string failure; // why it failed, empty when passed
+  GemmCheckPlan plan;  // what was made, uploaded and read back
+  // The worse relative error of C and aux_out.
+  double relativeError() const;
+  // flops / medianMs, 0 when not timed.
+  double tflops() const;
 };
 
 // Runs one GEMM of `layer` with `kernel` (of a module of `gpu`) on the
 // routing `rows`: fresh random inputs, outputs poisoned with 0xFF bytes (a
 // NaN in bf16 and fp16) except dS, which the ABI accumulates into and so is
-// zeroed; checks and optionally times it. Throws Error on driver failures.
+// zeroed; checks and optionally times it (each timed launch between its own
+// pair of events, the median reported). What is made and read back follows
+// planGemmCheck (reference.h): for large weights only the experts with rows
+// get random values, made a chunk at a time with the reference of their
+// checked rows, and the rest of B is poisoned (a kernel reading it makes
+// NaN); large outputs are read back only at the checked rows. Throws Error
+// on driver failures.
 GemmRunResult runGemm(const Gpu &gpu, Function &kernel, const LayerSpec &layer,
                       const GemmProblem &problem, const Target &target, const GroupedRows &rows,
                       const GemmRunSettings &settings);
+
+// One kernel of a run, as `moejit run --json` writes it.
+struct KernelRunRecord {
+  std::string layer;
+  GemmProblem problem;
+  KernelPath path = KernelPath::Portable;
+  int64_t rows = 0; // R, the grouped rows
+  bool timed = false;
+  GemmRunResult result;
+};
+
+// The --json document of a per-GEMM run:
+//   {"device": str, "arch": str, "tokens": T, "routing": str, "seed": S,
+//    "kernels": [{"layer": str, "gemm": "up_proj"|..., "path":
+//    "hopper"|"portable", "rows": R, "m": int, "n": int, "k": int, "flops":
+//    float, "median_ms": float|null, "tflops": float|null, "rel_err":
+//    float|null, "non_finite": int, "pass": bool}]}
+// m, n, k are the problem's fixed sizes (the varlen one 0); median_ms and
+// tflops are null when not timed (--iters 0); rel_err (the worse of C and
+// aux_out) is null when it is infinite (non-finite outputs). Without a GPU,
+// device is "none" and kernels is empty.
+std::string runResultsJson(const std::string &device, const std::string &arch,
+                           const RunOptions &options, const std::string &routing,
+                           const std::vector<KernelRunRecord> &kernels);
 
 } // namespace moejit

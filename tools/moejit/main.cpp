@@ -341,8 +341,10 @@ int main(int argc, char **argv) {
                 "run the whole layer forward (router, permutation, up_proj, down_proj, "
                 "aggregation) instead of each grouped GEMM");
   run->add_flag("--rounding", rounding, "with --forward: tile-aware token rounding");
-  std::string forwardJson;
-  run->add_option("--json", forwardJson, "with --forward: also write the results here as JSON");
+  run->add_option("--json", runOptions.jsonPath, "also write the results here as JSON");
+  run->add_flag("--flush-l2", runOptions.flushL2,
+                "overwrite a buffer of 2x the L2 cache before each timed launch (untimed), "
+                "so every launch starts with a cold L2 (per-GEMM runs, not --forward)");
   run->add_option("--routing-logits", routingLogits,
                   "with --forward: caller-given random logits (uniform or skewed) instead "
                   "of X Wr");
@@ -387,6 +389,11 @@ int main(int argc, char **argv) {
       return cmdFmt(file, arch, out, knobs);
     if (*compile)
       return cmdCompile(file, emit, arch, out, dumpAfter, layer, knobs);
+    if (*run && forward && runOptions.flushL2) {
+      std::cerr << "moejit run: error: --flush-l2 times each grouped GEMM; it does not apply "
+                   "to --forward\n";
+      return kExitUsage;
+    }
     if (*run && forward) {
       ForwardRunOptions f;
       f.file = runOptions.file;
@@ -397,7 +404,7 @@ int main(int argc, char **argv) {
       f.seed = runOptions.seed;
       f.iters = runOptions.iters;
       f.arch = runOptions.arch;
-      f.jsonPath = forwardJson;
+      f.jsonPath = runOptions.jsonPath;
       return runForwardCommand(f, std::cout, std::cerr);
     }
     if (*run)
