@@ -78,6 +78,10 @@ struct HopperConfig : GroupedGemmAttrs {
   // Consumer warps that read each stage (and arrive on its empty barrier).
   int64_t stageReaders() const { return (pingPong ? 1 : consumers()) * 4; }
 
+  // B by TMA (one elected producer thread), except when its tile pairs gate
+  // and up columns in 8-column chunks (usesWeightTma says the same).
+  bool tmaB() const { return !pairsGateUpChunks(); }
+
   bool pingPong = false;
   int64_t threads = 0;
   HopperTileLayout layout;
@@ -182,8 +186,9 @@ private:
   // consumer warp has retired the wgmmas that read it (one arrive each).
   void initBarriers() {
     when(eq(threadId, idx(0)), [&] {
+      // The producers' cp.async arrivals, plus the TMA thread's expect_tx.
       Value producers = arith::ConstantOp::create(
-          b, b.getI32IntegerAttr(kWarpgroupThreads));
+          b, b.getI32IntegerAttr(kWarpgroupThreads + (cfg.tmaB() ? 1 : 0)));
       Value consumerWarps = arith::ConstantOp::create(
           b, b.getI32IntegerAttr(cfg.stageReaders()));
       for (int64_t s = 0; s < cfg.stages; ++s) {
@@ -398,9 +403,12 @@ private:
   void emitProducer() {
     const int64_t aStageElements = cfg.layout.aStageBytes / cfg.elementBytes();
     const int64_t bStageElements = cfg.layout.bStageBytes / cfg.elementBytes();
+    Value tmaThread = eq(threadId, idx(0));
     forEachTile([&](const CtaTile &tile, Value kBefore, Value) {
       SmallVector<Chunk> chunksA = planChunksA(tile);
-      SmallVector<Chunk> chunksB = planChunksB(tile);
+      SmallVector<Chunk> chunksB;
+      if (!cfg.tmaB())
+        chunksB = planChunksB(tile);
       auto loop = scf::ForOp::create(b, idx(0), tile.kTiles, idx(1));
       OpBuilder::InsertionGuard guard(b);
       b.setInsertionPointToStart(loop.getBody());
@@ -409,17 +417,57 @@ private:
       Value stage = remu(step, idx(cfg.stages));
       Value round = divu(step, idx(cfg.stages));
       wait(emptyBarrier(stage), xori(remu(round, idx(2)), idx(1)));
+      if (cfg.tmaB())
+        when(tmaThread, [&] { loadWeightsByTma(tile, kTile, stage); });
       issueCopies(chunksA, args.a, mul(stage, idx(aStageElements)), kTile,
                   /*kIsRow=*/false);
-      issueCopies(chunksB, args.b,
-                  add(idx(bBaseBytes / cfg.elementBytes()),
-                      mul(stage, idx(bStageElements))),
-                  kTile, /*kIsRow=*/!cfg.bKContiguous);
+      if (!cfg.tmaB())
+        issueCopies(chunksB, args.b,
+                    add(idx(bBaseBytes / cfg.elementBytes()),
+                        mul(stage, idx(bStageElements))),
+                    kTile, /*kIsRow=*/!cfg.bKContiguous);
       NVVM::CpAsyncMBarrierArriveOp::create(b, fullBarrier(stage),
                                             /*noinc=*/true);
     });
     // Copies still in flight finish before the thread exits.
     NVVM::CpAsyncWaitGroupOp::create(b, b.getI32IntegerAttr(0));
+  }
+
+  // The B tile of K tile `kTile` into `stage` by TMA: the thread announces
+  // the stage's bytes on the full barrier (arrive.expect_tx), then loads
+  // boxes of the weight tensor map (weightMapShape) that land in the same
+  // 128B-swizzled layout the cp.async path writes: K-contiguous B, one box
+  // of tile.n rows; N-contiguous B, one box of tile.k rows per 64 columns.
+  // Out-of-range rows and columns arrive as zeros and count as bytes.
+  void loadWeightsByTma(const CtaTile &tile, Value kTile, Value stage) {
+    MLIRContext *ctx = b.getContext();
+    Value full = fullBarrier(stage);
+    NVVM::MBarrierArriveExpectTxOp::create(
+        b, Type(), full,
+        arith::ConstantOp::create(b, b.getI32IntegerAttr(cfg.layout.bStageBytes)),
+        NVVM::MemScopeKind::CTA, /*relaxed=*/false, Value());
+    Value stageBase = add(sharedAddress,
+                          toI64(add(idx(bBaseBytes),
+                                    mul(stage, idx(cfg.layout.bStageBytes)))));
+    auto load = [&](int64_t offsetBytes, Value c0, Value c1) {
+      Value cta = LLVM::IntToPtrOp::create(
+          b, LLVM::LLVMPointerType::get(ctx, kSharedAddressSpace),
+          add(stageBase, i64(offsetBytes)));
+      Value cluster = LLVM::AddrSpaceCastOp::create(
+          b, LLVM::LLVMPointerType::get(ctx, kSharedClusterAddressSpace), cta);
+      NVVM::CpAsyncBulkTensorGlobalToSharedClusterOp::create(
+          b, cluster, args.weightMap, ValueRange{toI32(c0), toI32(c1), toI32(tile.expert)},
+          full, ValueRange{}, Value(), Value(), NVVM::TMALoadMode::TILE,
+          /*isCTAOnly=*/false, NVVM::CTAGroupKindAttr(), Value());
+    };
+    Value kFirst = mul(kTile, idx(cfg.tileK));
+    Value nFirst = mul(tile.nTile, idx(cfg.tileN));
+    if (cfg.bKContiguous) {
+      load(0, kFirst, nFirst);
+      return;
+    }
+    for (int64_t block = 0; block < cfg.tileN / kBlockColumns; ++block)
+      load(block * cfg.tileK * kRowBytes, add(nFirst, idx(block * kBlockColumns)), kFirst);
   }
 
   // --- wgmma --------------------------------------------------------------
@@ -613,6 +661,7 @@ private:
   static constexpr int64_t kProducerRegisters = 120;
   static constexpr int64_t kConsumerRegisters = 192;
   static constexpr unsigned kSharedAddressSpace = 3;
+  static constexpr unsigned kSharedClusterAddressSpace = 7;
   // The suspend-time hint of mbarrier.try_wait, in nanoseconds.
   static constexpr int32_t kWaitTicks = 0x989680;
 

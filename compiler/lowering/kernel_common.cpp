@@ -3,6 +3,7 @@
 #include "moejit/problem.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/LLVMIR/LLVMDialect.h"
 #include "mlir/Dialect/LLVMIR/NVVMDialect.h"
 #include "mlir/Dialect/MemRef/IR/MemRef.h"
 #include "mlir/Dialect/SCF/IR/SCF.h"
@@ -54,20 +55,26 @@ void buildKernel(moe::GroupedGemmOp op, gpu::GPUModuleOp kernels, int64_t thread
                               buffer(i32),
                               buffer(i32),
                               buffer(Float32Type::get(ctx)),
-                              i32};
+                              i32,
+                              // The tensor map; moe-extern-dynamic-shared-memory
+                              // makes it a by-value grid constant.
+                              LLVM::LLVMPointerType::get(ctx)};
   assert(params.size() == static_cast<size_t>(KernelArg::Count));
   OpBuilder moduleBuilder = OpBuilder::atBlockEnd(kernels.getBody());
   auto func = gpu::GPUFuncOp::create(moduleBuilder, op.getLoc(), op.getSymName(),
                                      FunctionType::get(ctx, params, {}));
   func->setAttr(gpu::GPUDialect::getKernelFuncAttrName(), UnitAttr::get(ctx));
   func.setKnownBlockSizeAttr(DenseI32ArrayAttr::get(ctx, {static_cast<int32_t>(threads), 1, 1}));
+  func.setArgAttr(static_cast<unsigned>(KernelArg::WeightMap), LLVM::LLVMDialect::getAlignAttrName(),
+                  IntegerAttr::get(IntegerType::get(ctx, 64), 64));
 
   Block &entry = func.getBody().front();
   ImplicitLocOpBuilder builder(op.getLoc(), ctx);
   builder.setInsertionPointToStart(&entry);
   emitBody(builder, KernelParams{entry.getArgument(0), entry.getArgument(1), entry.getArgument(2),
                                  entry.getArgument(3), entry.getArgument(4), entry.getArgument(5),
-                                 entry.getArgument(6), entry.getArgument(7), entry.getArgument(8)});
+                                 entry.getArgument(6), entry.getArgument(7), entry.getArgument(8),
+                                 entry.getArgument(9)});
   gpu::ReturnOp::create(builder);
 }
 

@@ -25,6 +25,9 @@ inline constexpr int64_t kUnboundedExtent = int64_t{1} << 58;
 
 inline constexpr int64_t kWarpSize = 32;
 
+// A CUtensorMap: the weight-map kernel parameter is one, passed by value.
+inline constexpr int64_t kTensorMapBytes = 128;
+
 bool isGated(moe::Activation activation);
 
 // The op's attributes as plain values.
@@ -51,6 +54,7 @@ struct GroupedGemmAttrs {
 // The kernel parameters, in the order of KernelArg.
 struct KernelParams {
   mlir::Value a, b, c, auxIn, auxOut, offsets, gather, scale, totalRows;
+  mlir::Value weightMap; // !llvm.ptr to the by-value CUtensorMap
 };
 
 using KernelBodyEmitter =

@@ -41,13 +41,18 @@ def MoeLowerGroupedGemmHopper
 
 def MoeExternDynamicSharedMemory
     : Pass<"moe-extern-dynamic-shared-memory", "::mlir::gpu::GPUModuleOp"> {
-  let summary = "Declare the dynamic shared memory buffer as extern";
+  let summary = "Declare the dynamic shared memory buffer as extern and "
+                "pass the tensor map by value";
   let description = [{
     `gpu.dynamic_shared_memory` lowers to an internal zero-sized global in
     address space 3, which the NVPTX backend demotes to a one-byte static
     `.shared` variable. Giving it external linkage makes it the
     `.extern .shared .b8 name[]` array that PTX uses for dynamic shared
-    memory. Runs after convert-gpu-to-nvvm.
+    memory. The kernels' tensor-map parameter (docs/kernel-abi.md, a
+    pointer aligned to 64) becomes a 128-byte by-value parameter marked
+    `nvvm.grid_constant`: PTX `.param .align 64 .b8 name[128]`, whose
+    address TMA instructions take. Runs after convert-gpu-to-nvvm, which
+    drops such argument attributes of gpu.func.
   }];
   let dependentDialects = ["::mlir::LLVM::LLVMDialect"];
 }

@@ -1,6 +1,8 @@
 // The lowering pipeline from moe ops to the LLVM/NVVM dialects, and the
 // small pass that fixes up the dynamic shared memory declaration.
 #include "compiler/lowering/passes.h"
+#include "compiler/lowering/kernel_common.h"
+#include "moejit/problem.h"
 
 #include "mlir/Conversion/GPUToNVVM/GPUToNVVMPass.h"
 #include "mlir/Conversion/NVGPUToNVVM/NVGPUToNVVM.h"
@@ -37,6 +39,19 @@ struct MoeExternDynamicSharedMemoryPass
           global.getInitializerBlock())
         return;
       global.setLinkage(mlir::LLVM::Linkage::External);
+    });
+    getOperation().walk([](mlir::LLVM::LLVMFuncOp func) {
+      const unsigned slot = static_cast<unsigned>(KernelArg::WeightMap);
+      if (!func->hasAttr(mlir::NVVM::NVVMDialect::getKernelFuncAttrName()) ||
+          func.getNumArguments() <= slot)
+        return;
+      mlir::MLIRContext *ctx = func.getContext();
+      auto i64 = mlir::IntegerType::get(ctx, 64);
+      func.setArgAttr(slot, mlir::LLVM::LLVMDialect::getByValAttrName(),
+                      mlir::TypeAttr::get(mlir::LLVM::LLVMArrayType::get(
+                          i64, lowering::kTensorMapBytes / 8)));
+      func.setArgAttr(slot, mlir::NVVM::NVVMDialect::getGridConstantAttrName(),
+                      mlir::UnitAttr::get(ctx));
     });
   }
 };

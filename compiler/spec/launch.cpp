@@ -119,6 +119,31 @@ int64_t pipelineSharedBytes(const GemmProblem &problem) {
          dtypeBytes(problem.dtype);
 }
 
+bool usesWeightTma(const GemmProblem &problem, const Target &target) {
+  const bool pairedChunks = problem.epilogue == Epilogue::ActForward &&
+                            (problem.activation == Activation::SwiGLU ||
+                             problem.activation == Activation::GeGLU) &&
+                            problem.gateUp == GateUpLayout::Concatenated;
+  return selectKernelPath(problem, target) == KernelPath::Hopper && !pairedChunks;
+}
+
+WeightMapShape weightMapShape(const GemmProblem &problem) {
+  const uint64_t bytes = static_cast<uint64_t>(dtypeBytes(problem.dtype));
+  const uint64_t n = static_cast<uint64_t>(problem.n), k = static_cast<uint64_t>(problem.k);
+  const uint32_t rowElements = static_cast<uint32_t>(HopperTileLayout::kRowBytes / bytes);
+  WeightMapShape shape;
+  if (problem.bKContiguous) {
+    shape.dims = {k, n, static_cast<uint64_t>(problem.experts)};
+    shape.strideBytes = {k * bytes, n * k * bytes};
+    shape.box = {rowElements, static_cast<uint32_t>(problem.schedule.tile.n), 1};
+  } else {
+    shape.dims = {n, k, static_cast<uint64_t>(problem.experts)};
+    shape.strideBytes = {n * bytes, k * n * bytes};
+    shape.box = {rowElements, static_cast<uint32_t>(problem.schedule.tile.k), 1};
+  }
+  return shape;
+}
+
 LaunchShape launchShape(const GemmProblem &problem, int64_t totalRows,
                         const Target &target) {
   const TileShape &tile = problem.schedule.tile;

@@ -323,7 +323,12 @@ void GroupedGemm::launch(const GemmArgs &args, void *stream) const {
               offsets = devicePointer(args.offsets), gather = devicePointer(args.gather),
               scale = devicePointer(args.scale);
   int32_t totalRows = static_cast<int32_t>(args.totalRows);
-  void *params[] = {&a, &b, &c, &auxIn, &auxOut, &offsets, &gather, &scale, &totalRows};
+  KernelArgs mapped;
+  mapped.b = b;
+  setWeightMap(gemm.function.driver(), gemm.problem, gemm.target, mapped);
+  void *params[] = {&a,      &b,     &c,         &auxIn,
+                    &auxOut, &offsets, &gather, &scale,
+                    &totalRows, &mapped.weightMap};
   static_assert(std::size(params) == static_cast<size_t>(KernelArg::Count));
   const CudaDriver &cu = gemm.function.driver();
   auto enqueue = [&] {

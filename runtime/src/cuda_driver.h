@@ -40,6 +40,7 @@ namespace moejit {
   X(cuFuncSetAttribute, 9000)                                                                      \
   X(cuFuncGetAttribute, 2020)                                                                      \
   X(cuLaunchKernel, 4000)                                                                          \
+  X(cuTensorMapEncodeTiled, 12000)                                                                 \
   X(cuMemAlloc, 3020)                                                                              \
   X(cuMemFree, 3020)                                                                               \
   X(cuMemcpyHtoD, 3020)                                                                            \

@@ -1,5 +1,7 @@
 #include "runtime/src/module.h"
 
+#include <fmt/format.h>
+
 #include <cstring>
 #include <utility>
 
@@ -120,6 +122,33 @@ void Function::reserveDynamicShared(unsigned bytes) {
   dynamicSharedLimit_ = bytes;
 }
 
+void setWeightMap(const CudaDriver &cu, const GemmProblem &problem, const Target &target,
+                  KernelArgs &args) {
+  args.weightMap = CUtensorMap{};
+  if (!usesWeightTma(problem, target))
+    return;
+  const WeightMapShape shape = weightMapShape(problem);
+  const cuuint64_t dims[3] = {shape.dims[0], shape.dims[1], shape.dims[2]};
+  const cuuint64_t strides[2] = {shape.strideBytes[0], shape.strideBytes[1]};
+  const cuuint32_t box[3] = {shape.box[0], shape.box[1], shape.box[2]};
+  const cuuint32_t elementStrides[3] = {1, 1, 1};
+  const CUtensorMapDataType type = problem.dtype == DType::BF16
+                                       ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16
+                                       : CU_TENSOR_MAP_DATA_TYPE_FLOAT16;
+  // The 128B swizzle is the layout wgmma's descriptors read; elements
+  // outside the tensor (N and K tails) arrive as zeros.
+  const CUresult result = cu.cuTensorMapEncodeTiled.fn(
+      &args.weightMap, type, 3, reinterpret_cast<void *>(static_cast<uintptr_t>(args.b)), dims,
+      strides, box, elementStrides, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+      CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  if (result != CUDA_SUCCESS)
+    throw Error("cuTensorMapEncodeTiled for the weights of '" + problem.kernelName + "' (B at 0x" +
+                    fmt::format("{:x}", args.b) + ", " + std::to_string(problem.experts) +
+                    " experts of " + std::to_string(problem.k) + " x " +
+                    std::to_string(problem.n) + ") failed: " + cu.describe(result),
+                ErrorKind::CudaCall);
+}
+
 void launchKernel(Function &function, const LaunchShape &shape, const KernelArgs &args,
                   const Stream &stream) {
   for (unsigned extent : shape.grid)
@@ -131,7 +160,8 @@ void launchKernel(Function &function, const LaunchShape &shape, const KernelArgs
   KernelArgs values = args;
   void *params[] = {&values.a,      &values.b,      &values.c,
                     &values.auxIn,  &values.auxOut, &values.offsets,
-                    &values.gather, &values.scale,  &values.totalRows};
+                    &values.gather, &values.scale,  &values.totalRows,
+                    &values.weightMap};
   static_assert(std::size(params) == static_cast<size_t>(KernelArg::Count));
   const CudaDriver &cu = function.driver();
   CUresult result = cu.cuLaunchKernel.fn(

@@ -62,7 +62,14 @@ private:
 struct KernelArgs {
   CUdeviceptr a = 0, b = 0, c = 0, auxIn = 0, auxOut = 0, offsets = 0, gather = 0, scale = 0;
   int32_t totalRows = 0;
+  CUtensorMap weightMap{}; // set by setWeightMap; zeros when unused
 };
+
+// Encodes the tensor map of B (args.b) when the problem's kernel loads B by
+// TMA (usesWeightTma), else zeros it. Throws Error when the driver rejects
+// it (for example a B pointer that is not 16-byte aligned).
+void setWeightMap(const CudaDriver &cu, const GemmProblem &problem, const Target &target,
+                  KernelArgs &args);
 
 // Launches `function` with `shape` on `stream`, raising the dynamic shared
 // memory limit when needed. A grid with a zero dimension launches nothing.

@@ -119,6 +119,24 @@ int64_t hopperSharedBytes(const GemmProblem &problem);
 LaunchShape launchShape(const GemmProblem &problem, int64_t totalRows,
                         const Target &target);
 
+// The weights (B) of a Hopper kernel seen by the tensor memory accelerator: a
+// 3-D tensor of E matrices, dimensions fastest first, and the box one TMA
+// load copies into a stage (one 128-byte swizzle row wide). K-contiguous B
+// [E][N][K]: dims (K, N, E), box (64, tile.n, 1), one load per stage.
+// N-contiguous B [E][K][N]: dims (N, K, E), box (64, tile.k, 1), one load
+// per 64 columns of the tile.
+struct WeightMapShape {
+  std::array<uint64_t, 3> dims{};
+  std::array<uint64_t, 2> strideBytes{}; // of dims 1 and 2
+  std::array<uint32_t, 3> box{};
+};
+// Whether the kernel loads B by TMA (through KernelArg::WeightMap): the
+// Hopper path, except when B's tile pairs gate and up columns in 8-column
+// chunks (the gated up-projection with concatenated halves), which a box
+// cannot express; those copy B with cp.async.
+bool usesWeightTma(const GemmProblem &problem, const Target &target);
+WeightMapShape weightMapShape(const GemmProblem &problem);
+
 // Kernel parameter slots, in order (docs/kernel-abi.md).
 enum class KernelArg : int {
   A = 0,
@@ -130,6 +148,9 @@ enum class KernelArg : int {
   Gather,
   Scale,
   TotalRows,
+  // A 128-byte CUtensorMap of B passed by value (__grid_constant__); read
+  // only by kernels for which usesWeightTma holds, zeros for the others.
+  WeightMap,
   Count
 };
 

@@ -97,6 +97,34 @@ TEST(KernelPath, HopperForVarlenMOnSm90a) {
   EXPECT_EQ(launchShape(oneConsumer, 1000, sm90a).block[0], 256u);
 }
 
+TEST(WeightMap, BoxesMatchTheHopperStageLayout) {
+  const Target sm90a = Target::fromArch("sm_90a");
+  GemmProblem p = varlenMProblem(); // B [E][K][N]: N-contiguous
+  p.schedule.tile = {128, 256, 64};
+  ASSERT_TRUE(usesWeightTma(p, sm90a));
+  WeightMapShape shape = weightMapShape(p);
+  EXPECT_EQ(shape.dims, (std::array<uint64_t, 3>{2048, 768, 8}));
+  EXPECT_EQ(shape.strideBytes, (std::array<uint64_t, 2>{2048 * 2, 768 * 2048 * 2}));
+  // 64 columns (one 128-byte row) by tile.k rows: one load per 64 columns.
+  EXPECT_EQ(shape.box, (std::array<uint32_t, 3>{64, 64, 1}));
+
+  p.bKContiguous = true; // B [E][N][K]: one load of tile.n rows of K
+  shape = weightMapShape(p);
+  EXPECT_EQ(shape.dims, (std::array<uint64_t, 3>{768, 2048, 8}));
+  EXPECT_EQ(shape.strideBytes, (std::array<uint64_t, 2>{768 * 2, 2048 * 768 * 2}));
+  EXPECT_EQ(shape.box, (std::array<uint32_t, 3>{64, 256, 1}));
+
+  // No TMA off the Hopper path, nor for B tiles that pair gate/up chunks.
+  EXPECT_FALSE(usesWeightTma(p, Target::fromArch("sm_90")));
+  GemmProblem gated = varlenMProblem();
+  gated.epilogue = Epilogue::ActForward;
+  gated.activation = Activation::SwiGLU;
+  gated.gateUp = GateUpLayout::Concatenated;
+  EXPECT_FALSE(usesWeightTma(gated, sm90a));
+  gated.gateUp = GateUpLayout::Interleaved;
+  EXPECT_TRUE(usesWeightTma(gated, sm90a));
+}
+
 TEST(KernelPath, PortableWhereWgmmaDoesNotFit) {
   const Target hopper = Target::fromArch("sm_90a");
   GemmProblem varlenK = varlenMProblem();
