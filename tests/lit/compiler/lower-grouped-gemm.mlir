@@ -4,7 +4,7 @@
 
 // CHECK: module attributes {gpu.container_module}
 // CHECK: gpu.module @moejit_kernels
-// CHECK: gpu.func @up_proj(%{{.*}}: memref<{{[0-9]+}}xbf16>, %{{.*}}: memref<{{[0-9]+}}xbf16>, %{{.*}}: memref<{{[0-9]+}}xbf16>, %{{.*}}: memref<{{[0-9]+}}xbf16>, %{{.*}}: memref<{{[0-9]+}}xbf16>, %{{.*}}: memref<{{[0-9]+}}xi32>, %{{.*}}: memref<{{[0-9]+}}xi32>, %{{.*}}: memref<{{[0-9]+}}xf32>, %{{.*}}: i32) kernel
+// CHECK: gpu.func @up_proj(%{{.*}}: memref<{{[0-9]+}}xbf16>, %{{.*}}: memref<{{[0-9]+}}xbf16>, %{{.*}}: memref<{{[0-9]+}}xbf16>, %{{.*}}: memref<{{[0-9]+}}xbf16>, %{{.*}}: memref<{{[0-9]+}}xbf16>, %{{.*}}: memref<{{[0-9]+}}xi32>, %{{.*}}: memref<{{[0-9]+}}xi32>, %{{.*}}: memref<{{[0-9]+}}xf32>, %{{.*}}: i32, %{{.*}}: !llvm.ptr {llvm.align = 64 : i64}) kernel
 // CHECK-SAME: known_block_size = array<i32: 128, 1, 1>
 // CHECK: gpu.dynamic_shared_memory
 // CHECK: memref.view {{.*}} to memref<3x128x72xbf16, #gpu.address_space<workgroup>>
