@@ -61,6 +61,7 @@ struct LoadedGemm {
   Target target;
   GemmOperands operands;
   CUcontext context = nullptr;
+  WeightMapCache weightMap;
 };
 
 struct LoadedLayer {
@@ -325,7 +326,7 @@ void GroupedGemm::launch(const GemmArgs &args, void *stream) const {
   int32_t totalRows = static_cast<int32_t>(args.totalRows);
   KernelArgs mapped;
   mapped.b = b;
-  setWeightMap(gemm.function.driver(), gemm.problem, gemm.target, mapped);
+  gemm.weightMap.set(gemm.function.driver(), gemm.problem, gemm.target, mapped);
   void *params[] = {&a,      &b,     &c,         &auxIn,
                     &auxOut, &offsets, &gather, &scale,
                     &totalRows, &mapped.weightMap};

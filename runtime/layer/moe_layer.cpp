@@ -216,7 +216,7 @@ ForwardResult MoeLayer::forward(const Stream &stream, const ForwardArgs &args,
   up.gather = routing.gather;
   up.scale = routing.scale;
   up.totalRows = rows;
-  setWeightMap(upProj_.function.driver(), upProj_.problem, target_, up);
+  upMap_.set(upProj_.function.driver(), upProj_.problem, target_, up);
   launchKernel(upProj_.function, launchShape(upProj_.problem, layout.maxRows, target_), up, stream);
   stageEnqueued(ForwardStage::UpProj);
 
@@ -228,7 +228,7 @@ ForwardResult MoeLayer::forward(const Stream &stream, const ForwardArgs &args,
   down.gather = routing.gather;
   down.scale = routing.scale;
   down.totalRows = rows;
-  setWeightMap(downProj_.function.driver(), downProj_.problem, target_, down);
+  downMap_.set(downProj_.function.driver(), downProj_.problem, target_, down);
   launchKernel(downProj_.function, launchShape(downProj_.problem, layout.maxRows, target_), down,
                stream);
   stageEnqueued(ForwardStage::DownProj);

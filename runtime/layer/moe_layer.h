@@ -125,6 +125,7 @@ private:
   // Mutable because launchKernel takes the Function to raise its shared
   // memory limit; the constructor raises it once, so launches change nothing.
   mutable GroupedGemmKernel upProj_, downProj_;
+  WeightMapCache upMap_, downMap_;
   std::shared_ptr<const RoutingKernels> topK_, rounded_;
 };
 

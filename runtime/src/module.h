@@ -7,6 +7,8 @@
 #include "runtime/src/device.h"
 
 #include <cstdint>
+#include <memory>
+#include <mutex>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -70,6 +72,23 @@ struct KernelArgs {
 // it (for example a B pointer that is not 16-byte aligned).
 void setWeightMap(const CudaDriver &cu, const GemmProblem &problem, const Target &target,
                   KernelArgs &args);
+
+// setWeightMap for one kernel, encoding again only when B moved: launches
+// are a hot path and a layer's weights rarely move. Thread-safe; movable.
+class WeightMapCache {
+public:
+  void set(const CudaDriver &cu, const GemmProblem &problem, const Target &target,
+           KernelArgs &args) const;
+
+private:
+  struct State {
+    std::mutex mutex;
+    bool valid = false;
+    CUdeviceptr b = 0;
+    CUtensorMap map{};
+  };
+  std::unique_ptr<State> state_ = std::make_unique<State>();
+};
 
 // Launches `function` with `shape` on `stream`, raising the dynamic shared
 // memory limit when needed. A grid with a zero dimension launches nothing.
