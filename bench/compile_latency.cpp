@@ -6,9 +6,11 @@
 //   compile_latency [--arch=sm_90a] [--repeat=N] [--opt=0..3] [--emit-dir=DIR]
 //                   FILE.moe...
 //
-// Per kernel it prints the first call's time and the median of the repeats,
-// and the median's stages: build (MLIR context + moe module), lower (MLIR
-// passes), translate (to LLVM IR), opt (LLVM IR pipeline), codegen (NVPTX).
+// Per kernel it prints the first call's time, the median and the minimum of
+// the repeats, the median of their thread CPU time (steadier than wall time
+// on a shared host) and the stages of the fastest repeat: build (MLIR
+// context + moe module), lower (MLIR passes), translate (to LLVM IR), opt
+// (LLVM IR pipeline), codegen (NVPTX).
 // With --emit-dir, the PTX of each file goes to DIR/<file stem>.ptx.
 #include "compiler/backend/compile.h"
 #include "moejit/dsl.h"
@@ -23,6 +25,8 @@
 #include <sstream>
 #include <string>
 #include <vector>
+
+#include <time.h>
 
 namespace {
 
@@ -40,20 +44,36 @@ double millisecondsSince(std::chrono::steady_clock::time_point start) {
       .count();
 }
 
-// Compiles `problems` to PTX once and returns the wall time in ms (< 0 on
-// failure, with the error printed).
-double timeCompile(const std::vector<moejit::GemmProblem> &problems,
+double threadCpuMilliseconds() {
+  timespec now{};
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &now);
+  return static_cast<double>(now.tv_sec) * 1e3 + static_cast<double>(now.tv_nsec) * 1e-6;
+}
+
+struct Timing {
+  double wallMs = -1.0; // < 0: the compile failed
+  double cpuMs = 0.0;
+  moejit::CompileStageTimes stages;
+};
+
+// Compiles `problems` to PTX once and times it (wall < 0 on failure, with
+// the error printed).
+Timing timeCompile(const std::vector<moejit::GemmProblem> &problems,
                    const moejit::CompileOptions &options,
                    moejit::CompileOutput &out) {
   std::string error;
+  const double cpuStart = threadCpuMilliseconds();
   const auto start = std::chrono::steady_clock::now();
   const bool ok = moejit::compileGemms(problems, options, out, error);
-  const double ms = millisecondsSince(start);
+  Timing timing;
+  timing.wallMs = millisecondsSince(start);
+  timing.cpuMs = threadCpuMilliseconds() - cpuStart;
+  timing.stages = out.times;
   if (!ok) {
     std::cerr << "error: " << error << "\n";
-    return -1.0;
+    timing.wallMs = -1.0;
   }
-  return ms;
+  return timing;
 }
 
 int run(const Options &opts) {
@@ -61,9 +81,9 @@ int run(const Options &opts) {
   moejit::CompileOptions compileOptions;
   compileOptions.target = target;
   compileOptions.llvmOptLevel = opts.optLevel;
-  std::printf("%-36s %7s %9s %9s | %7s %7s %7s %7s %7s\n", "kernel", "ptx KB",
-              "first ms", "median", "build", "lower", "transl", "opt",
-              "codegen");
+  std::printf("%-36s %7s %9s %7s %7s %7s | %7s %7s %7s %7s %7s\n", "kernel",
+              "ptx KB", "first ms", "median", "min", "cpu", "build", "lower",
+              "transl", "opt", "codegen");
   int failures = 0;
   for (const std::string &file : opts.files) {
     std::ifstream in(file);
@@ -83,32 +103,37 @@ int run(const Options &opts) {
         std::vector<moejit::GemmProblem> one{moejit::makeGemmProblem(layer, gemm)};
         all.push_back(one.front());
         moejit::CompileOutput out;
-        const double first = timeCompile(one, compileOptions, out);
-        if (first < 0) {
+        const Timing first = timeCompile(one, compileOptions, out);
+        if (first.wallMs < 0) {
           ++failures;
           continue;
         }
-        // The stage times reported are those of the median run.
-        std::vector<std::pair<double, moejit::CompileStageTimes>> repeated;
+        std::vector<Timing> repeated;
         for (int i = 0; i < opts.repeat; ++i) {
-          const double ms = timeCompile(one, compileOptions, out);
-          repeated.emplace_back(ms, out.times);
+          Timing timing = timeCompile(one, compileOptions, out);
+          if (timing.wallMs >= 0)
+            repeated.push_back(timing);
         }
-        std::sort(repeated.begin(), repeated.end(),
-                  [](const auto &x, const auto &y) { return x.first < y.first; });
-        const auto median = repeated.empty()
-                                ? std::pair{first, out.times}
-                                : repeated[repeated.size() / 2];
-        const moejit::CompileStageTimes &t = median.second;
-        std::printf("%-36s %7.1f %9.1f %9.1f | %7.1f %7.1f %7.1f %7.1f %7.1f\n",
+        if (repeated.empty())
+          repeated.push_back(first);
+        auto byWall = [](const Timing &x, const Timing &y) { return x.wallMs < y.wallMs; };
+        std::sort(repeated.begin(), repeated.end(), byWall);
+        const Timing &fastest = repeated.front();
+        const double medianWall = repeated[repeated.size() / 2].wallMs;
+        std::vector<double> cpu;
+        for (const Timing &t : repeated)
+          cpu.push_back(t.cpuMs);
+        std::nth_element(cpu.begin(), cpu.begin() + cpu.size() / 2, cpu.end());
+        const moejit::CompileStageTimes &t = fastest.stages;
+        std::printf("%-36s %7.1f %9.1f %7.1f %7.1f %7.1f | %7.1f %7.1f %7.1f %7.1f %7.1f\n",
                     one.front().kernelName.c_str(), out.text.size() / 1024.0,
-                    first, median.first, t.build, t.lower, t.translate,
-                    t.optimize, t.codegen);
+                    first.wallMs, medianWall, fastest.wallMs, cpu[cpu.size() / 2],
+                    t.build, t.lower, t.translate, t.optimize, t.codegen);
       }
     }
     if (!opts.emitDir.empty()) {
       moejit::CompileOutput out;
-      if (timeCompile(all, compileOptions, out) < 0) {
+      if (timeCompile(all, compileOptions, out).wallMs < 0) {
         ++failures;
         continue;
       }

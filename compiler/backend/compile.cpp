@@ -312,6 +312,9 @@ bool compileGemms(const std::vector<GemmProblem> &problems,
 
   PassManager pm(&ctx);
   buildMoeToLLVMPipeline(pm);
+  // Verifying after every pass cost a sixth of the compile; the lit tests
+  // (moejit-opt) verify after each pass, here the result is verified once.
+  pm.enableVerifier(false);
   llvm::raw_string_ostream dumpStream(out.dumps);
   if (!options.dumpAfter.empty()) {
     const std::string wanted = options.dumpAfter;
@@ -323,7 +326,7 @@ bool compileGemms(const std::vector<GemmProblem> &problems,
         /*printModuleScope=*/false, /*printAfterOnlyOnChange=*/false,
         /*printAfterOnlyOnFailure=*/false, dumpStream);
   }
-  if (failed(pm.run(*module)))
+  if (failed(pm.run(*module)) || failed(verify(*module)))
     return fail("lowering the moe module to the LLVM dialect failed");
   out.times.lower = clock.lap();
 

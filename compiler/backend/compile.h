@@ -23,6 +23,8 @@ struct CompileOptions {
   // that pass is appended to CompileOutput::dumps.
   std::string dumpAfter;
   // LLVM's optimisation level (0-3) for the IR pipeline and NVPTX codegen.
+  // At 0 the epilogue loops, which ask LLVM to unroll them, stay loops and
+  // index the accumulators dynamically (local memory): for debugging only.
   int llvmOptLevel = 3;
 };
 

@@ -65,7 +65,8 @@ void buildKernel(moe::GroupedGemmOp op, gpu::GPUModuleOp kernels, int64_t thread
                                      FunctionType::get(ctx, params, {}));
   func->setAttr(gpu::GPUDialect::getKernelFuncAttrName(), UnitAttr::get(ctx));
   func.setKnownBlockSizeAttr(DenseI32ArrayAttr::get(ctx, {static_cast<int32_t>(threads), 1, 1}));
-  func.setArgAttr(static_cast<unsigned>(KernelArg::WeightMap), LLVM::LLVMDialect::getAlignAttrName(),
+  func.setArgAttr(static_cast<unsigned>(KernelArg::WeightMap),
+                  LLVM::LLVMDialect::getAlignAttrName(),
                   IntegerAttr::get(IntegerType::get(ctx, 64), 64));
 
   Block &entry = func.getBody().front();
@@ -104,6 +105,30 @@ lowerGroupedGemmOps(ModuleOp module, function_ref<bool(moe::GroupedGemmOp)> sele
     op.erase();
   }
   return success();
+}
+
+// --- constants --------------------------------------------------------------
+
+static Block &kernelEntryBlock(Block *insideKernel) {
+  Operation *op = insideKernel->getParentOp();
+  auto kernel = dyn_cast<gpu::GPUFuncOp>(op);
+  if (!kernel)
+    kernel = op->getParentOfType<gpu::GPUFuncOp>();
+  assert(kernel && "KernelBuilder needs an insertion point inside a gpu.func");
+  return kernel.getBody().front();
+}
+
+KernelBuilder::KernelBuilder(ImplicitLocOpBuilder &builder)
+    : b(builder), constantBlock(&kernelEntryBlock(builder.getInsertionBlock())) {}
+
+Value KernelBuilder::constant(TypedAttr value) {
+  auto [it, inserted] = constants.try_emplace(value);
+  if (inserted) {
+    OpBuilder::InsertionGuard guard(b);
+    b.setInsertionPointToStart(constantBlock);
+    it->second = arith::ConstantOp::create(b, value);
+  }
+  return it->second;
 }
 
 // --- guarded regions and shared memory --------------------------------------
@@ -275,86 +300,200 @@ void GroupedGemmEmitter::emitEpilogueRow(Value nTile, Value outRow, Value rowVal
                                          int64_t n8Blocks,
                                          function_ref<Value(int64_t j)> tileColumn,
                                          function_ref<Value(int64_t j, int64_t e)> fragment) {
-  const bool dActivation = attrs.epilogue == moe::Epilogue::DActivation;
-  Value rowScale;
-  if (attrs.epilogue == moe::Epilogue::ScaleRows || dActivation)
-    rowScale = guarded(
-        rowValid, b.getF32Type(), [&] { return load(args.scale, outRow); }, f32(0.0));
-  Value rowBase = mul(outRow, idx(attrs.cColumns));
-  Value partialDs = f32(0.0);
-  const int64_t step = attrs.pairsGateUpChunks() ? 2 : 1;
-  for (int64_t j = 0; j < n8Blocks; j += step) {
-    Value column = tileColumn(j);
-    Value v0 = fragment(j, 0), v1 = fragment(j, 1);
-    if (attrs.pairsGateUpChunks()) {
-      Value u0 = fragment(j + 1, 0), u1 = fragment(j + 1, 1);
-      Value gate = gateColumn(nTile, column);
-      when(land(rowValid, lt(gate, idx(attrs.n / 2))), [&] {
-        storePair(args.c, add(rowBase, gate), v0, v1);
-        storePair(args.c, add(rowBase, add(gate, idx(attrs.n / 2))), u0, u1);
-        storePair(args.auxOut, add(mul(outRow, idx(attrs.auxColumns)), gate), activation(v0, u0),
-                  activation(v1, u1));
-      });
-      continue;
-    }
-    auto [global, columnValid] = mapBColumn(nTile, column);
-    Value valid = land(rowValid, columnValid);
-    if (dActivation) {
-      partialDs = fadd(partialDs, emitDActivation(valid, outRow, global, rowScale, v0, v1));
-      continue;
-    }
-    when(valid, [&] { emitStoreEpilogue(outRow, rowBase, global, rowScale, v0, v1); });
-  }
-  if (dActivation)
-    emitRowSumAtomic(partialDs, rowValid, outRow);
-}
-
-void GroupedGemmEmitter::emitStoreEpilogue(Value outRow, Value rowBase, Value column,
-                                           Value rowScale, Value v0, Value v1) {
   switch (attrs.epilogue) {
-  case moe::Epilogue::Store:
-    storePair(args.c, add(rowBase, column), v0, v1);
-    return;
-  case moe::Epilogue::ScaleRows:
-    storePair(args.c, add(rowBase, column), fmul(rowScale, v0), fmul(rowScale, v1));
-    return;
-  case moe::Epilogue::ActForward: {
-    storePair(args.c, add(rowBase, column), v0, v1);
-    Value auxRow = mul(outRow, idx(attrs.auxColumns));
-    if (isGated(attrs.activation)) { // interleaved: (gate j, up j) = (v0, v1)
-      memref::StoreOp::create(b, toElement(activation(v0, v1)), args.auxOut,
-                              ValueRange{add(auxRow, divu(column, idx(2)))});
-      return;
-    }
-    storePair(args.auxOut, add(auxRow, column), activation(v0, Value()), activation(v1, Value()));
-    return;
-  }
   case moe::Epilogue::DActivation:
+    emitDActivationRow(nTile, outRow, rowValid, n8Blocks, tileColumn, fragment);
+    return;
+  case moe::Epilogue::ActForward:
+    emitActivationRow(nTile, outRow, rowValid, n8Blocks, tileColumn, fragment);
+    return;
+  case moe::Epilogue::Store:
+  case moe::Epilogue::ScaleRows:
     break;
   }
-  llvm_unreachable("handled by emitDActivation");
+  // A store or a scaled store per n8 block: short enough to emit unrolled.
+  Value rowScale;
+  if (attrs.epilogue == moe::Epilogue::ScaleRows)
+    rowScale = loadRowScale(outRow, rowValid);
+  Value rowBase = mul(outRow, idx(attrs.cColumns));
+  for (int64_t j = 0; j < n8Blocks; ++j) {
+    Value v0 = fragment(j, 0), v1 = fragment(j, 1);
+    auto [global, columnValid] = mapBColumn(nTile, tileColumn(j));
+    when(land(rowValid, columnValid), [&] {
+      if (rowScale)
+        storePair(args.c, add(rowBase, global), fmul(rowScale, v0), fmul(rowScale, v1));
+      else
+        storePair(args.c, add(rowBase, global), v0, v1);
+    });
+  }
 }
 
-// dA = (v0, v1) at columns j, j+1 of the n activation columns. Writes
-// dH = dact(H, s dA) and returns this thread's part of
-// dS[row] = sum_j dA[row, j] act(H)[row, j] (zero when invalid).
-Value GroupedGemmEmitter::emitDActivation(Value valid, Value outRow, Value column, Value rowScale,
-                                          Value v0, Value v1) {
+Value GroupedGemmEmitter::loadRowScale(Value outRow, Value rowValid) {
   return guarded(
-      valid, b.getF32Type(),
-      [&] {
-        Value rowBase = mul(outRow, idx(attrs.cColumns));
-        const bool gated = isGated(attrs.activation);
-        const bool interleaved = attrs.gateUp == moe::GateUpLayout::Interleaved;
-        // Columns of H/dH holding gate j (and j+1) and up j (and j+1).
-        Value gateOffset, upOffset;
+      rowValid, b.getF32Type(), [&] { return load(args.scale, outRow); }, f32(0.0));
+}
+
+// The activation epilogues are long (an exp and a division per element,
+// loads and several stores per n8 block), so each is emitted once, in a
+// loop over the blocks: what differs between blocks (offsets, validity,
+// accumulators) is gathered into vectors indexed by the block. The loop is
+// annotated for full unrolling, which LLVM does early in its pipeline:
+// every vector index turns constant again and the accumulators stay in
+// registers, while the MLIR passes, the translation and LLVM's first passes
+// handle one copy instead of one per block.
+Value GroupedGemmEmitter::emitBlockLoop(ArrayRef<SmallVector<Value>> blocks, Value rowValid,
+                                        ArrayRef<Value> blockValid, bool sums,
+                                        function_ref<Value(ArrayRef<Value> values)> body) {
+  const int64_t count = static_cast<int64_t>(blocks.size());
+  SmallVector<Value> vectors;
+  for (size_t k = 0; k < blocks.front().size(); ++k) {
+    SmallVector<Value> elements;
+    for (const SmallVector<Value> &block : blocks)
+      elements.push_back(block[k]);
+    vectors.push_back(vector::FromElementsOp::create(
+        b, VectorType::get({count}, elements.front().getType()), elements));
+  }
+  Value validVector;
+  if (!blockValid.empty())
+    validVector =
+        vector::FromElementsOp::create(b, VectorType::get({count}, b.getI1Type()), blockValid);
+  auto element = [&](Value vector, Value position) -> Value {
+    return vector::ExtractOp::create(b, vector, ArrayRef<OpFoldResult>{position});
+  };
+  auto emitLoop = [&]() -> Value {
+    SmallVector<Value> init;
+    if (sums)
+      init.push_back(f32(0.0));
+    auto loop = scf::ForOp::create(b, idx(0), idx(count), idx(1), init);
+    loop->setAttr(LLVM::LoopAnnotationAttr::getMnemonic(), fullUnroll());
+    OpBuilder::InsertionGuard guard(b);
+    // Without loop values the body already ends in its scf.yield.
+    if (sums)
+      b.setInsertionPointToStart(loop.getBody());
+    else
+      b.setInsertionPoint(loop.getBody()->getTerminator());
+    Value j = loop.getInductionVar();
+    SmallVector<Value> values;
+    for (Value vector : vectors)
+      values.push_back(element(vector, j));
+    Value result;
+    if (!validVector)
+      result = body(values);
+    else if (sums)
+      result = guarded(
+          element(validVector, j), b.getF32Type(), [&] { return body(values); }, f32(0.0));
+    else
+      when(element(validVector, j), [&] { body(values); });
+    if (!sums)
+      return Value();
+    scf::YieldOp::create(b, fadd(loop.getRegionIterArgs()[0], result));
+    return loop.getResult(0);
+  };
+  if (validVector)
+    return emitLoop();
+  // Every block of the row exists: one guard for the row.
+  if (sums)
+    return guarded(rowValid, b.getF32Type(), emitLoop, f32(0.0));
+  when(rowValid, [&] { emitLoop(); });
+  return Value();
+}
+
+LLVM::LoopAnnotationAttr GroupedGemmEmitter::fullUnroll() {
+  MLIRContext *ctx = b.getContext();
+  auto unroll = LLVM::LoopUnrollAttr::get(ctx, /*disable=*/nullptr, /*count=*/nullptr,
+                                          /*runtimeDisable=*/nullptr, BoolAttr::get(ctx, true),
+                                          nullptr, nullptr, nullptr);
+  return LLVM::LoopAnnotationAttr::get(ctx, nullptr, nullptr, nullptr, unroll, nullptr, nullptr,
+                                       nullptr, nullptr, nullptr, nullptr, nullptr, nullptr,
+                                       nullptr, nullptr, {});
+}
+
+// Columns past N exist only in the last N tile, and only when N is not a
+// multiple of the tile.
+bool GroupedGemmEmitter::everyColumnExists() const { return attrs.n % attrs.tileN == 0; }
+
+// Forward activation: C = H and aux = act(H). With paired gate/up chunks,
+// n8 blocks 2i and 2i+1 hold gate and up of the same activation columns.
+void GroupedGemmEmitter::emitActivationRow(Value nTile, Value outRow, Value rowValid,
+                                           int64_t n8Blocks,
+                                           function_ref<Value(int64_t j)> tileColumn,
+                                           function_ref<Value(int64_t j, int64_t e)> fragment) {
+  const bool paired = attrs.pairsGateUpChunks();
+  const bool gated = isGated(attrs.activation);
+  Value rowBase = mul(outRow, idx(attrs.cColumns));
+  Value auxRow = mul(outRow, idx(attrs.auxColumns));
+  SmallVector<SmallVector<Value>> blocks;
+  SmallVector<Value> blockValid;
+  for (int64_t j = 0; j < n8Blocks; j += paired ? 2 : 1) {
+    Value column = tileColumn(j);
+    Value cColumn, auxColumn, columnValid;
+    if (paired) {
+      cColumn = auxColumn = gateColumn(nTile, column);
+      columnValid = lt(cColumn, idx(attrs.n / 2));
+    } else {
+      std::tie(cColumn, columnValid) = mapBColumn(nTile, column);
+      // Interleaved GLU: (gate j, up j) are (v0, v1), act j goes to j / 2.
+      auxColumn = gated ? divu(cColumn, idx(2)) : cColumn;
+    }
+    SmallVector<Value> block = {add(rowBase, cColumn), add(auxRow, auxColumn), fragment(j, 0),
+                                fragment(j, 1)};
+    if (paired) {
+      block.push_back(fragment(j + 1, 0));
+      block.push_back(fragment(j + 1, 1));
+    }
+    blocks.push_back(block);
+    blockValid.push_back(land(rowValid, columnValid));
+  }
+  if (everyColumnExists())
+    blockValid.clear();
+  emitBlockLoop(blocks, rowValid, blockValid, /*sums=*/false, [&](ArrayRef<Value> block) {
+    Value cOffset = block[0], auxOffset = block[1], v0 = block[2], v1 = block[3];
+    storePair(args.c, cOffset, v0, v1);
+    if (paired) {
+      Value u0 = block[4], u1 = block[5];
+      storePair(args.c, add(cOffset, idx(attrs.n / 2)), u0, u1);
+      storePair(args.auxOut, auxOffset, activation(v0, u0), activation(v1, u1));
+    } else if (gated) {
+      memref::StoreOp::create(b, toElement(activation(v0, v1)), args.auxOut, ValueRange{auxOffset});
+    } else {
+      storePair(args.auxOut, auxOffset, activation(v0, Value()), activation(v1, Value()));
+    }
+    return Value();
+  });
+}
+
+// dA = (v0, v1) at activation columns j, j+1 of each n8 block. Writes
+// dH = dact(H, s dA) and adds this thread's part of
+// dS[row] = sum_j dA[row, j] act(H)[row, j] to dS.
+void GroupedGemmEmitter::emitDActivationRow(Value nTile, Value outRow, Value rowValid,
+                                            int64_t n8Blocks,
+                                            function_ref<Value(int64_t j)> tileColumn,
+                                            function_ref<Value(int64_t j, int64_t e)> fragment) {
+  const bool gated = isGated(attrs.activation);
+  const bool interleaved = gated && attrs.gateUp == moe::GateUpLayout::Interleaved;
+  Value rowScale = loadRowScale(outRow, rowValid);
+  Value rowBase = mul(outRow, idx(attrs.cColumns));
+  SmallVector<SmallVector<Value>> blocks;
+  SmallVector<Value> blockValid;
+  for (int64_t j = 0; j < n8Blocks; ++j) {
+    auto [global, columnValid] = mapBColumn(nTile, tileColumn(j));
+    // Offset of gate j in H/dH (interleaved: gate j and up j side by side).
+    Value gateOffset = add(rowBase, interleaved ? mul(global, idx(2)) : global);
+    blocks.push_back({gateOffset, fragment(j, 0), fragment(j, 1)});
+    blockValid.push_back(land(rowValid, columnValid));
+  }
+  if (everyColumnExists())
+    blockValid.clear();
+  Value partialDs =
+      emitBlockLoop(blocks, rowValid, blockValid, /*sums=*/true, [&](ArrayRef<Value> block) {
+        Value gateOffset = block[0], v0 = block[1], v1 = block[2];
+        // Gate j (and j+1) and up j (and j+1) of H.
+        Value upOffset;
         Value g0, g1, u0, u1;
-        if (gated && interleaved) {
-          gateOffset = add(rowBase, mul(column, idx(2)));
+        if (interleaved) {
           std::tie(g0, u0) = loadPair(args.auxIn, gateOffset);
           std::tie(g1, u1) = loadPair(args.auxIn, add(gateOffset, idx(2)));
         } else {
-          gateOffset = add(rowBase, column);
           std::tie(g0, g1) = loadPair(args.auxIn, gateOffset);
           if (gated) {
             upOffset = add(gateOffset, idx(attrs.n));
@@ -375,7 +514,7 @@ Value GroupedGemmEmitter::emitDActivation(Value valid, Value outRow, Value colum
             dGate.push_back(fmul(scaled, dAct));
           }
         }
-        if (gated && interleaved) {
+        if (interleaved) {
           storePair(args.c, gateOffset, dGate[0], dUp[0]);
           storePair(args.c, add(gateOffset, idx(2)), dGate[1], dUp[1]);
         } else {
@@ -384,8 +523,8 @@ Value GroupedGemmEmitter::emitDActivation(Value valid, Value outRow, Value colum
             storePair(args.c, upOffset, dUp[0], dUp[1]);
         }
         return ds;
-      },
-      f32(0.0));
+      });
+  emitRowSumAtomic(partialDs, rowValid, outRow);
 }
 
 // The four lanes of a quad share a row: reduce over them, then one atomic

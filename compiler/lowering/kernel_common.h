@@ -8,6 +8,7 @@
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/GPU/IR/GPUDialect.h"
+#include "mlir/Dialect/LLVMIR/LLVMAttrs.h"
 #include "mlir/Dialect/MemRef/IR/MemRef.h"
 #include "mlir/IR/BuiltinOps.h"
 #include "mlir/IR/ImplicitLocOpBuilder.h"
@@ -74,11 +75,16 @@ mlir::LogicalResult lowerGroupedGemmOps(
 // Index, integer and f32 arithmetic, loads and guarded regions.
 class KernelBuilder {
 public:
-  explicit KernelBuilder(mlir::ImplicitLocOpBuilder &builder) : b(builder) {}
+  // `builder` inserts into the kernel's body (any block of it).
+  explicit KernelBuilder(mlir::ImplicitLocOpBuilder &builder);
 
-  mlir::Value idx(int64_t v) { return mlir::arith::ConstantIndexOp::create(b, v); }
-  mlir::Value i64(int64_t v) { return mlir::arith::ConstantOp::create(b, b.getI64IntegerAttr(v)); }
-  mlir::Value f32(double v) { return mlir::arith::ConstantOp::create(b, b.getF32FloatAttr(v)); }
+  // Constants are created once per kernel, at the start of its entry block:
+  // the unrolled tiles ask for the same few thousands of times, and every op
+  // costs time in each conversion pass.
+  mlir::Value constant(mlir::TypedAttr value);
+  mlir::Value idx(int64_t v) { return constant(b.getIndexAttr(v)); }
+  mlir::Value i64(int64_t v) { return constant(b.getI64IntegerAttr(v)); }
+  mlir::Value f32(double v) { return constant(b.getF32FloatAttr(v)); }
   mlir::Value add(mlir::Value x, mlir::Value y) { return mlir::arith::AddIOp::create(b, x, y); }
   mlir::Value sub(mlir::Value x, mlir::Value y) { return mlir::arith::SubIOp::create(b, x, y); }
   mlir::Value mul(mlir::Value x, mlir::Value y) { return mlir::arith::MulIOp::create(b, x, y); }
@@ -125,6 +131,10 @@ public:
 
 protected:
   mlir::ImplicitLocOpBuilder &b;
+
+private:
+  mlir::Block *constantBlock;
+  llvm::DenseMap<mlir::Attribute, mlir::Value> constants;
 };
 
 // What both kernel emitters emit alike: row gathers, the gate/up column
@@ -159,7 +169,8 @@ protected:
   // The epilogue of one row of this thread's accumulators: output row
   // `outRow` (valid: `rowValid`), n8 fragments 0..n8Blocks-1 at tile-local
   // columns tileColumn(j) (even, the first of two) holding fragment(j, 0)
-  // and fragment(j, 1).
+  // and fragment(j, 1). The activation epilogues come out as one loop over
+  // the fragments that LLVM unrolls (see emitBlockLoop).
   void emitEpilogueRow(mlir::Value nTile, mlir::Value outRow, mlir::Value rowValid,
                        int64_t n8Blocks, llvm::function_ref<mlir::Value(int64_t j)> tileColumn,
                        llvm::function_ref<mlir::Value(int64_t j, int64_t e)> fragment);
@@ -179,10 +190,23 @@ private:
   std::pair<mlir::Value, mlir::Value> geluAndDerivative(mlir::Value x);
   std::pair<mlir::Value, mlir::Value> activationAndDerivative(mlir::Value x);
   mlir::Value activation(mlir::Value gate, mlir::Value up);
-  void emitStoreEpilogue(mlir::Value outRow, mlir::Value rowBase, mlir::Value column,
-                         mlir::Value rowScale, mlir::Value v0, mlir::Value v1);
-  mlir::Value emitDActivation(mlir::Value valid, mlir::Value outRow, mlir::Value column,
-                              mlir::Value rowScale, mlir::Value v0, mlir::Value v1);
+  mlir::Value loadRowScale(mlir::Value outRow, mlir::Value rowValid);
+  bool everyColumnExists() const;
+  mlir::LLVM::LoopAnnotationAttr fullUnroll();
+  // `body` once, in a loop over the blocks (blocks[j]: the values of block
+  // j, of the same types for every j) that LLVM unrolls fully. Each block
+  // runs under blockValid[j], or, where blockValid is empty, the whole loop
+  // under rowValid. With `sums`, body returns an f32 and the loop returns
+  // the sum over the blocks (invalid blocks add 0).
+  mlir::Value emitBlockLoop(llvm::ArrayRef<llvm::SmallVector<mlir::Value>> blocks,
+                            mlir::Value rowValid, llvm::ArrayRef<mlir::Value> blockValid, bool sums,
+                            llvm::function_ref<mlir::Value(llvm::ArrayRef<mlir::Value>)> body);
+  void emitActivationRow(mlir::Value nTile, mlir::Value outRow, mlir::Value rowValid,
+                         int64_t n8Blocks, llvm::function_ref<mlir::Value(int64_t j)> tileColumn,
+                         llvm::function_ref<mlir::Value(int64_t j, int64_t e)> fragment);
+  void emitDActivationRow(mlir::Value nTile, mlir::Value outRow, mlir::Value rowValid,
+                          int64_t n8Blocks, llvm::function_ref<mlir::Value(int64_t j)> tileColumn,
+                          llvm::function_ref<mlir::Value(int64_t j, int64_t e)> fragment);
   void emitRowSumAtomic(mlir::Value partial, mlir::Value rowValid, mlir::Value outRow);
 };
 

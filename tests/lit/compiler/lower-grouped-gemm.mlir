@@ -2,6 +2,8 @@
 // portable (cp.async + ldmatrix + mma.sync) body.
 // RUN: %moejit-opt %s -moe-lower-grouped-gemm | FileCheck %s
 
+// CHECK-DAG: #[[UNROLL:.+]] = #llvm.loop_unroll<full = true>
+// CHECK-DAG: #[[LOOP:.+]] = #llvm.loop_annotation<unroll = #[[UNROLL]]>
 // CHECK: module attributes {gpu.container_module}
 // CHECK: gpu.module @moejit_kernels
 // CHECK: gpu.func @up_proj(%{{.*}}: memref<{{[0-9]+}}xbf16>, %{{.*}}: memref<{{[0-9]+}}xbf16>, %{{.*}}: memref<{{[0-9]+}}xbf16>, %{{.*}}: memref<{{[0-9]+}}xbf16>, %{{.*}}: memref<{{[0-9]+}}xbf16>, %{{.*}}: memref<{{[0-9]+}}xi32>, %{{.*}}: memref<{{[0-9]+}}xi32>, %{{.*}}: memref<{{[0-9]+}}xf32>, %{{.*}}: i32, %{{.*}}: !llvm.ptr {llvm.align = 64 : i64}) kernel
@@ -27,9 +29,17 @@
 // CHECK-SAME: shape = #nvvm.shape<m = 16, n = 8, k = 16>
 // CHECK: scf.yield
 // CHECK: nvvm.cp.async.wait.group 0
-// SwiGLU epilogue: H and act(H) stores.
+// SwiGLU epilogue: one copy per row, in a loop over the n8 blocks that
+// LLVM unrolls fully; the blocks' offsets and accumulators are elements of
+// vectors. H and act(H) stores.
+// CHECK: vector.from_elements {{.*}} : vector<4xindex>
+// CHECK: vector.from_elements {{.*}} : vector<4xf32>
+// CHECK: scf.for
+// CHECK: vector.extract
+// CHECK: vector.store
 // CHECK: ex2.approx.ftz.f32
 // CHECK: vector.store
+// CHECK: } {loop_annotation = #[[LOOP]]}
 // CHECK: gpu.return
 // CHECK-NOT: moe.grouped_gemm
 moe.grouped_gemm @up_proj {

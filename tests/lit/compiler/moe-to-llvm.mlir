@@ -10,6 +10,8 @@
 // CHECK: nvvm.cp.async.shared.global {{.*}}, 16, cache = cg
 // CHECK: nvvm.ldmatrix
 // CHECK: nvvm.mma.sync
+// The dActivation loop keeps its request for full unrolling.
+// CHECK: llvm.br {{.*}} {loop_annotation = #{{.+}}}
 // CHECK: nvvm.shfl.sync bfly
 // CHECK: llvm.atomicrmw fadd
 // CHECK-NOT: nvgpu.
