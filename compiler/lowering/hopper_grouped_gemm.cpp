@@ -584,52 +584,50 @@ private:
                         Value ordinal) {
     if (cfg.pingPong)
       waitForTurn(ordinal);
-    {
-      Type f32Type = b.getF32Type();
-      SmallVector<Type> fields(cfg.accumulators(), f32Type);
-      auto accType = LLVM::LLVMStructType::getLiteral(b.getContext(), fields);
-      Value acc = LLVM::UndefOp::create(b, accType);
-      Value zero = f32(0.0);
-      for (int64_t i = 0; i < cfg.accumulators(); ++i)
-        acc = LLVM::InsertValueOp::create(b, acc, zero, ArrayRef<int64_t>{i});
+    Type f32Type = b.getF32Type();
+    SmallVector<Type> fields(cfg.accumulators(), f32Type);
+    auto accType = LLVM::LLVMStructType::getLiteral(b.getContext(), fields);
+    Value acc = LLVM::UndefOp::create(b, accType);
+    Value zero = f32(0.0);
+    for (int64_t i = 0; i < cfg.accumulators(); ++i)
+      acc = LLVM::InsertValueOp::create(b, acc, zero, ArrayRef<int64_t>{i});
 
-      auto release = [&](Value step) {
-        when(leader, [&] {
-          NVVM::MBarrierArriveOp::create(
-              b, Type(), emptyBarrier(remu(step, idx(cfg.stages))), Value());
-        });
-      };
-      auto loop = scf::ForOp::create(b, idx(0), tile.kTiles, idx(1),
-                                     ValueRange{acc});
-      {
-        OpBuilder::InsertionGuard guard(b);
-        b.setInsertionPointToStart(loop.getBody());
-        Value kTile = loop.getInductionVar();
-        Value step = add(kBefore, kTile);
-        Value stage = remu(step, idx(cfg.stages));
-        wait(fullBarrier(stage), remu(divu(step, idx(cfg.stages)), idx(2)));
-        NVVM::FenceProxyOp::create(
-            b, NVVM::ProxyKindAttr::get(b.getContext(),
-                                        NVVM::ProxyKind::async_shared),
-            NVVM::SharedSpaceAttr::get(b.getContext(),
-                                       NVVM::SharedSpace::shared_cta));
-        Value next = emitStageMma(stage, loop.getRegionIterArgs()[0]);
-        NVVM::WgmmaWaitGroupSyncOp::create(b, 1);
-        when(arith::CmpIOp::create(b, arith::CmpIPredicate::ugt, kTile,
-                                   idx(0)),
-             [&] { release(sub(step, idx(1))); });
-        scf::YieldOp::create(b, ValueRange{next});
-      }
-      if (cfg.pingPong)
-        passTurn(leader);
-      NVVM::WgmmaWaitGroupSyncOp::create(b, 0);
-      release(add(kBefore, sub(tile.kTiles, idx(1))));
-      SmallVector<Value> values;
-      for (int64_t i = 0; i < cfg.accumulators(); ++i)
-        values.push_back(LLVM::ExtractValueOp::create(b, loop.getResult(0),
-                                                      ArrayRef<int64_t>{i}));
-      emitEpilogue(tile, values);
+    auto release = [&](Value step) {
+      when(leader, [&] {
+        NVVM::MBarrierArriveOp::create(
+            b, Type(), emptyBarrier(remu(step, idx(cfg.stages))), Value());
+      });
+    };
+    auto loop = scf::ForOp::create(b, idx(0), tile.kTiles, idx(1),
+                                   ValueRange{acc});
+    {
+      OpBuilder::InsertionGuard guard(b);
+      b.setInsertionPointToStart(loop.getBody());
+      Value kTile = loop.getInductionVar();
+      Value step = add(kBefore, kTile);
+      Value stage = remu(step, idx(cfg.stages));
+      wait(fullBarrier(stage), remu(divu(step, idx(cfg.stages)), idx(2)));
+      NVVM::FenceProxyOp::create(
+          b, NVVM::ProxyKindAttr::get(b.getContext(),
+                                      NVVM::ProxyKind::async_shared),
+          NVVM::SharedSpaceAttr::get(b.getContext(),
+                                     NVVM::SharedSpace::shared_cta));
+      Value next = emitStageMma(stage, loop.getRegionIterArgs()[0]);
+      NVVM::WgmmaWaitGroupSyncOp::create(b, 1);
+      when(arith::CmpIOp::create(b, arith::CmpIPredicate::ugt, kTile,
+                                 idx(0)),
+           [&] { release(sub(step, idx(1))); });
+      scf::YieldOp::create(b, ValueRange{next});
     }
+    if (cfg.pingPong)
+      passTurn(leader);
+    NVVM::WgmmaWaitGroupSyncOp::create(b, 0);
+    release(add(kBefore, sub(tile.kTiles, idx(1))));
+    SmallVector<Value> values;
+    for (int64_t i = 0; i < cfg.accumulators(); ++i)
+      values.push_back(LLVM::ExtractValueOp::create(b, loop.getResult(0),
+                                                    ArrayRef<int64_t>{i}));
+    emitEpilogue(tile, values);
   }
 
   // --- epilogue -----------------------------------------------------------
