@@ -62,6 +62,8 @@ struct HopperConfig : GroupedGemmAttrs {
     Schedule schedule;
     schedule.tile = tile;
     pingPong = op.getPingPong();
+    // A consumer warpgroup owns all tile.n columns: gate and up halves.
+    gateUpHalves = true;
     if (pingPong)
       schedule.warpgroups = WarpgroupMode::PingPong;
     threads = hopperThreads(schedule);
@@ -78,9 +80,12 @@ struct HopperConfig : GroupedGemmAttrs {
   // Consumer warps that read each stage (and arrive on its empty barrier).
   int64_t stageReaders() const { return (pingPong ? 1 : consumers()) * 4; }
 
-  // B by TMA (one elected producer thread), except when its tile pairs gate
-  // and up columns in 8-column chunks (usesWeightTma says the same).
-  bool tmaB() const { return !pairsGateUpChunks(); }
+  // B by TMA (one elected producer thread), except for gate/up halves that
+  // are not whole 64-column boxes of an N-contiguous B (usesWeightTma says
+  // the same).
+  bool tmaB() const {
+    return !halvesGateUp() || (!bKContiguous && tileN % (2 * kBlockColumns) == 0);
+  }
 
   bool pingPong = false;
   int64_t threads = 0;
@@ -466,8 +471,17 @@ private:
       load(0, kFirst, nFirst);
       return;
     }
-    for (int64_t block = 0; block < cfg.tileN / kBlockColumns; ++block)
-      load(block * cfg.tileK * kRowBytes, add(nFirst, idx(block * kBlockColumns)), kFirst);
+    const int64_t blocks = cfg.tileN / kBlockColumns;
+    for (int64_t block = 0; block < blocks; ++block) {
+      Value column = add(nFirst, idx(block * kBlockColumns));
+      if (cfg.halvesGateUp()) { // gate blocks, then the same up blocks
+        const int64_t inHalf = block % (blocks / 2);
+        column = add(mul(tile.nTile, idx(cfg.tileN / 2)), idx(inHalf * kBlockColumns));
+        if (block >= blocks / 2)
+          column = add(column, idx(cfg.n / 2));
+      }
+      load(block * cfg.tileK * kRowBytes, column, kFirst);
+    }
   }
 
   // --- wgmma --------------------------------------------------------------

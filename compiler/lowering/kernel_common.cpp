@@ -32,7 +32,7 @@ GroupedGemmAttrs::GroupedGemmAttrs(moe::GroupedGemmOp op)
 
 int64_t GroupedGemmAttrs::elementBytes() const { return element.getIntOrFloatBitWidth() / 8; }
 
-bool GroupedGemmAttrs::pairsGateUpChunks() const {
+bool GroupedGemmAttrs::splitsGateUp() const {
   return epilogue == moe::Epilogue::ActForward && isGated(activation) &&
          gateUp == moe::GateUpLayout::Concatenated;
 }
@@ -179,6 +179,12 @@ Value GroupedGemmEmitter::storedRow(Value row, Value valid, bool gathered) {
 }
 
 std::pair<Value, Value> GroupedGemmEmitter::mapBColumn(Value nTile, Value column) {
+  if (attrs.halvesGateUp()) {
+    const int64_t half = attrs.tileN / 2;
+    Value isUp = arith::CmpIOp::create(b, arith::CmpIPredicate::uge, column, idx(half));
+    Value gate = add(mul(nTile, idx(half)), select(isUp, sub(column, idx(half)), column));
+    return {select(isUp, add(gate, idx(attrs.n / 2)), gate), lt(gate, idx(attrs.n / 2))};
+  }
   if (!attrs.pairsGateUpChunks()) {
     Value global = add(mul(nTile, idx(attrs.tileN)), column);
     return {global, lt(global, idx(attrs.n))};
@@ -413,22 +419,26 @@ LLVM::LoopAnnotationAttr GroupedGemmEmitter::fullUnroll() {
 bool GroupedGemmEmitter::everyColumnExists() const { return attrs.n % attrs.tileN == 0; }
 
 // Forward activation: C = H and aux = act(H). With paired gate/up chunks,
-// n8 blocks 2i and 2i+1 hold gate and up of the same activation columns.
+// n8 blocks 2i and 2i+1 hold gate and up of the same activation columns;
+// with gate/up halves, blocks i and i + n8Blocks / 2.
 void GroupedGemmEmitter::emitActivationRow(Value nTile, Value outRow, Value rowValid,
                                            int64_t n8Blocks,
                                            function_ref<Value(int64_t j)> tileColumn,
                                            function_ref<Value(int64_t j, int64_t e)> fragment) {
-  const bool paired = attrs.pairsGateUpChunks();
+  const bool halves = attrs.halvesGateUp();
+  const bool paired = attrs.pairsGateUpChunks() || halves;
+  const int64_t upBlock = halves ? n8Blocks / 2 : 1; // up j's block - gate j's
   const bool gated = isGated(attrs.activation);
   Value rowBase = mul(outRow, idx(attrs.cColumns));
   Value auxRow = mul(outRow, idx(attrs.auxColumns));
   SmallVector<SmallVector<Value>> blocks;
   SmallVector<Value> blockValid;
-  for (int64_t j = 0; j < n8Blocks; j += paired ? 2 : 1) {
+  for (int64_t j = 0; j < (halves ? n8Blocks / 2 : n8Blocks); j += halves ? 1 : paired ? 2 : 1) {
     Value column = tileColumn(j);
     Value cColumn, auxColumn, columnValid;
     if (paired) {
-      cColumn = auxColumn = gateColumn(nTile, column);
+      cColumn = auxColumn = halves ? add(mul(nTile, idx(attrs.tileN / 2)), column)
+                                   : gateColumn(nTile, column);
       columnValid = lt(cColumn, idx(attrs.n / 2));
     } else {
       std::tie(cColumn, columnValid) = mapBColumn(nTile, column);
@@ -438,8 +448,8 @@ void GroupedGemmEmitter::emitActivationRow(Value nTile, Value outRow, Value rowV
     SmallVector<Value> block = {add(rowBase, cColumn), add(auxRow, auxColumn), fragment(j, 0),
                                 fragment(j, 1)};
     if (paired) {
-      block.push_back(fragment(j + 1, 0));
-      block.push_back(fragment(j + 1, 1));
+      block.push_back(fragment(j + upBlock, 0));
+      block.push_back(fragment(j + upBlock, 1));
     }
     blocks.push_back(block);
     blockValid.push_back(land(rowValid, columnValid));

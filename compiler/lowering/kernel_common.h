@@ -36,10 +36,18 @@ struct GroupedGemmAttrs {
   explicit GroupedGemmAttrs(moe::GroupedGemmOp op);
 
   int64_t elementBytes() const;
-  // SwiGLU/GeGLU forward with concatenated halves: the CTA's B tile takes
-  // 8-column chunks alternately from the gate and the up half, so that each
-  // thread holds gate j and up j in neighbouring n8 fragments.
-  bool pairsGateUpChunks() const;
+  // SwiGLU/GeGLU forward with concatenated halves: an activation column
+  // needs a gate and an up column of B that lie n/2 apart.
+  bool splitsGateUp() const;
+  // The portable path: the CTA's B tile takes 8-column chunks alternately
+  // from the gate and the up half, so that each thread holds gate j and up j
+  // in neighbouring n8 fragments (a warp owns only part of the tile's N).
+  bool pairsGateUpChunks() const { return splitsGateUp() && !gateUpHalves; }
+  // The Hopper path (gateUpHalves set): the first half of the B tile is
+  // tile.n / 2 gate columns, the second the same up columns; a warpgroup
+  // owns every column, so gate j and up j sit n8Blocks / 2 fragments apart.
+  bool halvesGateUp() const { return splitsGateUp() && gateUpHalves; }
+  bool gateUpHalves = false;
 
   bool varlenM;
   mlir::Type element;

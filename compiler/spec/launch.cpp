@@ -120,11 +120,15 @@ int64_t pipelineSharedBytes(const GemmProblem &problem) {
 }
 
 bool usesWeightTma(const GemmProblem &problem, const Target &target) {
-  const bool pairedChunks = problem.epilogue == Epilogue::ActForward &&
+  // The Hopper kernel's B tile of a gated forward with concatenated halves
+  // is tile.n / 2 gate columns then the same up columns: TMA boxes when
+  // those are whole 64-column blocks of an N-contiguous B.
+  const bool gateUpHalves = problem.epilogue == Epilogue::ActForward &&
                             (problem.activation == Activation::SwiGLU ||
                              problem.activation == Activation::GeGLU) &&
                             problem.gateUp == GateUpLayout::Concatenated;
-  return selectKernelPath(problem, target) == KernelPath::Hopper && !pairedChunks;
+  const bool boxes = !problem.bKContiguous && problem.schedule.tile.n % 128 == 0;
+  return selectKernelPath(problem, target) == KernelPath::Hopper && (!gateUpHalves || boxes);
 }
 
 WeightMapShape weightMapShape(const GemmProblem &problem) {

@@ -131,9 +131,9 @@ struct WeightMapShape {
   std::array<uint32_t, 3> box{};
 };
 // Whether the kernel loads B by TMA (through KernelArg::WeightMap): the
-// Hopper path, except when B's tile pairs gate and up columns in 8-column
-// chunks (the gated up-projection with concatenated halves), which a box
-// cannot express; those copy B with cp.async.
+// Hopper path, except for a gated forward with concatenated halves whose
+// gate and up halves of the tile are not whole 64-column boxes of an
+// N-contiguous B (tile.n not a multiple of 128); those copy B by cp.async.
 bool usesWeightTma(const GemmProblem &problem, const Target &target);
 WeightMapShape weightMapShape(const GemmProblem &problem);
 

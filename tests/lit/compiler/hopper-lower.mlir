@@ -18,9 +18,9 @@
 // CHECK: gpu.dynamic_shared_memory
 // CHECK: memref.extract_aligned_pointer_as_index
 // CHECK: memref.view {{.*}} to memref<65536xbf16, #gpu.address_space<workgroup>>
-// Four stages: full barriers count the 128 producer threads, empty
-// barriers the 8 consumer warps.
-// CHECK-COUNT-4: nvvm.mbarrier.init {{.*}}, %c128_i32
+// Four stages: full barriers count the 128 producer threads and the TMA
+// thread's expect_tx, empty barriers the 8 consumer warps.
+// CHECK-COUNT-4: nvvm.mbarrier.init {{.*}}, %c129_i32
 // CHECK: gpu.barrier
 // Producer: gives registers back, walks its tiles (grid-stride), waits for
 // an empty stage, copies, arrives on the full barrier when the copies land.
@@ -31,6 +31,12 @@
 // CHECK: arith.xori
 // CHECK: scf.for
 // CHECK: nvvm.mbarrier.try_wait.parity
+// The gate and up halves of W1 by TMA: tile.n / 2 = 64 gate columns, then
+// the same up columns (n / 2 = 512 further).
+// CHECK: nvvm.mbarrier.arrive.expect_tx
+// CHECK: nvvm.cp.async.bulk.tensor.shared.cluster.global {{.*}} box[
+// CHECK: arith.addi %{{.*}}, %c512
+// CHECK: nvvm.cp.async.bulk.tensor.shared.cluster.global {{.*}} box[
 // CHECK: nvgpu.device_async_copy {{.*}}, 8, %{{.*}} {bypassL1}
 // CHECK: nvvm.cp.async.mbarrier.arrive {{.*}} {noinc = true}
 // CHECK: arith.addi %{{.*}}, %grid_dim_x

@@ -114,12 +114,16 @@ TEST(WeightMap, BoxesMatchTheHopperStageLayout) {
   EXPECT_EQ(shape.strideBytes, (std::array<uint64_t, 2>{768 * 2, 2048 * 768 * 2}));
   EXPECT_EQ(shape.box, (std::array<uint32_t, 3>{64, 256, 1}));
 
-  // No TMA off the Hopper path, nor for B tiles that pair gate/up chunks.
+  // No TMA off the Hopper path. A gated forward with concatenated halves
+  // loads its gate and up halves as boxes when they are whole 64-column
+  // blocks (tile.n a multiple of 128).
   EXPECT_FALSE(usesWeightTma(p, Target::fromArch("sm_90")));
   GemmProblem gated = varlenMProblem();
   gated.epilogue = Epilogue::ActForward;
   gated.activation = Activation::SwiGLU;
   gated.gateUp = GateUpLayout::Concatenated;
+  EXPECT_TRUE(usesWeightTma(gated, sm90a));
+  gated.schedule.tile.n = 192;
   EXPECT_FALSE(usesWeightTma(gated, sm90a));
   gated.gateUp = GateUpLayout::Interleaved;
   EXPECT_TRUE(usesWeightTma(gated, sm90a));
