@@ -83,9 +83,7 @@ struct HopperConfig : GroupedGemmAttrs {
   // B by TMA (one elected producer thread), except for gate/up halves that
   // are not whole 64-column boxes of an N-contiguous B (usesWeightTma says
   // the same).
-  bool tmaB() const {
-    return !halvesGateUp() || (!bKContiguous && tileN % (2 * kBlockColumns) == 0);
-  }
+  bool tmaB() const { return weightTileIsBoxes(halvesGateUp(), bKContiguous, tileN); }
 
   bool pingPong = false;
   int64_t threads = 0;
@@ -127,11 +125,11 @@ public:
     {
       OpBuilder::InsertionGuard guard(b);
       b.setInsertionPointToStart(&roles.getThenRegion().front());
-      if (consumerWarpgroups() == 2)
+      if (cfg.consumers() == 2)
         setRegisters(kProducerRegisters, NVVM::SetMaxRegisterAction::decrease);
       emitProducer();
       b.setInsertionPointToStart(&roles.getElseRegion().front());
-      if (consumerWarpgroups() == 2)
+      if (cfg.consumers() == 2)
         setRegisters(kConsumerRegisters, NVVM::SetMaxRegisterAction::increase);
       emitConsumer();
     }
@@ -217,8 +215,6 @@ private:
     Value ticks = arith::ConstantOp::create(b, b.getI32IntegerAttr(kWaitTicks));
     NVVM::MBarrierTryWaitParityOp::create(b, bar, toI32(parity), ticks);
   }
-
-  int64_t consumerWarpgroups() const { return cfg.consumers(); }
 
   // --- CTA -> work ----------------------------------------------------------
   // A static persistent schedule: work item w = slot * nTiles + nTile (N
@@ -663,7 +659,7 @@ private:
   }
 
   static constexpr int64_t kWarpsPerGroup = kWarpgroupThreads / kWarpSize;
-  static constexpr int64_t kBarrierBytes = 8;
+  static constexpr int64_t kBarrierBytes = HopperTileLayout::kBarrierBytes;
   // With two consumer warpgroups the launch holds 384 x 168 registers; the
   // producer gives back 128 x 48 of them, the consumers take 256 x 24
   // (setmaxnreg.inc waits until the pool has them, so the two must match).

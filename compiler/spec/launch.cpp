@@ -127,8 +127,12 @@ bool usesWeightTma(const GemmProblem &problem, const Target &target) {
                             (problem.activation == Activation::SwiGLU ||
                              problem.activation == Activation::GeGLU) &&
                             problem.gateUp == GateUpLayout::Concatenated;
-  const bool boxes = !problem.bKContiguous && problem.schedule.tile.n % 128 == 0;
-  return selectKernelPath(problem, target) == KernelPath::Hopper && (!gateUpHalves || boxes);
+  return selectKernelPath(problem, target) == KernelPath::Hopper &&
+         weightTileIsBoxes(gateUpHalves, problem.bKContiguous, problem.schedule.tile.n);
+}
+
+bool weightTileIsBoxes(bool gateUpHalves, bool bKContiguous, int64_t tileN) {
+  return !gateUpHalves || (!bKContiguous && tileN % 128 == 0);
 }
 
 WeightMapShape weightMapShape(const GemmProblem &problem) {

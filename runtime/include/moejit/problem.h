@@ -135,6 +135,11 @@ struct WeightMapShape {
 // gate and up halves of the tile are not whole 64-column boxes of an
 // N-contiguous B (tile.n not a multiple of 128); those copy B by cp.async.
 bool usesWeightTma(const GemmProblem &problem, const Target &target);
+// The rule behind it, shared with the Hopper lowering: B's tile is whole
+// 64-column boxes unless it is gate/up halves (`gateUpHalves`: a gated
+// forward with concatenated halves) of a K-contiguous B or of a tile.n that
+// is not a multiple of 128.
+bool weightTileIsBoxes(bool gateUpHalves, bool bKContiguous, int64_t tileN);
 WeightMapShape weightMapShape(const GemmProblem &problem);
 
 // Kernel parameter slots, in order (docs/kernel-abi.md).
