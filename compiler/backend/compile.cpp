@@ -170,7 +170,8 @@ void buildGroupedGemm(OpBuilder &builder, const GemmProblem &p,
       builder.getDenseI64ArrayAttr({warps.m, warps.n}),
       moe::KernelPathAttr::get(ctx, toDialect(path)),
       path == KernelPath::Hopper && hopperPingPong(p.schedule) ? builder.getUnitAttr()
-                                                              : UnitAttr());
+                                                              : UnitAttr(),
+      builder.getI64IntegerAttr(path == KernelPath::Hopper ? hopperClusterSize(p, target) : 1));
   (void)op;
 }
 

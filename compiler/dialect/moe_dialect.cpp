@@ -99,6 +99,13 @@ LogicalResult GroupedGemmOp::verify() {
     return emitOpError("ping_pong needs path = hopper and tile m = 64 (each "
                        "consumer warpgroup owns a 64-row tile), got tile m = ")
            << tile[0];
+  if (const int64_t cluster = getClusterM(); cluster != 1) {
+    if (cluster != 2 && cluster != 4)
+      return emitOpError("cluster_m must be 1, 2 or 4, got ") << cluster;
+    if (getPath() != KernelPath::Hopper)
+      return emitOpError("cluster_m > 1 needs path = hopper (the cluster's "
+                         "CTAs share B by TMA multicast)");
+  }
 
   if (varlenM) {
     if (!getAKContiguous())

@@ -95,7 +95,8 @@ def Moe_GroupedGemmOp : Op<Moe_Dialect, "grouped_gemm", [Symbol]> {
     I64Attr:$stages,
     DenseI64ArrayAttr:$warps,
     Moe_KernelPathAttr:$path,
-    UnitAttr:$ping_pong);
+    UnitAttr:$ping_pong,
+    DefaultValuedAttr<I64Attr, "1">:$cluster_m);
   let assemblyFormat = "$sym_name attr-dict";
   let hasVerifier = 1;
 }

@@ -19,6 +19,13 @@
 // bounds, while the producer already fills the stages of the CTA's next
 // tile; the wgmma accumulator fragment of a warp is the mma.sync m16n8 one
 // repeated over N, so the epilogue is the one the portable path emits too.
+//
+// B goes by TMA where its tile is whole boxes (weightTileIsBoxes). With
+// cluster_m = 2 or 4 the CTAs of a cluster take neighbouring M tiles of one
+// expert and the same N tile: each loads its part of the B tile and
+// multicasts it into every CTA's stage, and each consumer warp hands a
+// stage back on the empty barriers of all CTAs of the cluster, so B's L2
+// traffic is divided by the cluster size.
 #include "compiler/dialect/moe_dialect.h"
 #include "compiler/lowering/kernel_common.h"
 #include "compiler/lowering/passes.h"
@@ -67,6 +74,7 @@ struct HopperConfig : GroupedGemmAttrs {
     if (pingPong)
       schedule.warpgroups = WarpgroupMode::PingPong;
     threads = hopperThreads(schedule);
+    cluster = op.getClusterM();
   }
 
   int64_t rowElements() const { return kRowBytes / elementBytes(); }
@@ -87,6 +95,9 @@ struct HopperConfig : GroupedGemmAttrs {
 
   bool pingPong = false;
   int64_t threads = 0;
+  // CTAs per cluster (along M): each loads 1 / cluster of the B tile and
+  // multicasts it to all of them (hopperClusterSize).
+  int64_t cluster = 1;
   HopperTileLayout layout;
 };
 
@@ -118,6 +129,8 @@ public:
     lane = remu(threadId, idx(kWarpSize));
     warp = divu(threadId, idx(kWarpSize));
     warpgroup = divu(threadId, idx(kWarpgroupThreads));
+    if (cfg.cluster > 1)
+      clusterRank = remu(gpu::BlockIdOp::create(b, gpu::Dimension::x), idx(cfg.cluster));
     createSharedStages();
     initBarriers();
     Value producer = eq(warpgroup, idx(0));
@@ -133,6 +146,10 @@ public:
         setRegisters(kConsumerRegisters, NVVM::SetMaxRegisterAction::increase);
       emitConsumer();
     }
+    // The other CTAs of the cluster still arrive on this CTA's empty
+    // barriers until their last tile: none leaves before all are done.
+    if (cfg.cluster > 1)
+      clusterSync();
   }
 
 private:
@@ -141,6 +158,13 @@ private:
   // consumers take them (setmaxnreg), within the launch's 65536 / threads.
   void setRegisters(int64_t count, NVVM::SetMaxRegisterAction action) {
     NVVM::SetMaxRegisterOp::create(b, static_cast<uint32_t>(count), action);
+  }
+
+  // All threads of the cluster meet (barrier.cluster arrive + wait, release
+  // and acquire at cluster scope).
+  void clusterSync() {
+    NVVM::ClusterArriveOp::create(b, UnitAttr());
+    NVVM::ClusterWaitOp::create(b, UnitAttr());
   }
 
   Value eq(Value x, Value y) {
@@ -192,8 +216,10 @@ private:
       // The producers' cp.async arrivals, plus the TMA thread's expect_tx.
       Value producers = arith::ConstantOp::create(
           b, b.getI32IntegerAttr(kWarpgroupThreads + (cfg.tmaB() ? 1 : 0)));
+      // Every consumer warp of the cluster arrives: each CTA's producer
+      // writes the stage of all of them.
       Value consumerWarps = arith::ConstantOp::create(
-          b, b.getI32IntegerAttr(cfg.stageReaders()));
+          b, b.getI32IntegerAttr(cfg.stageReaders() * cfg.cluster));
       for (int64_t s = 0; s < cfg.stages; ++s) {
         NVVM::MBarrierInitOp::create(b, fullBarrier(idx(s)), producers,
                                      Value());
@@ -206,8 +232,13 @@ private:
         for (int64_t g = 0; g < 2; ++g)
           NVVM::MBarrierInitOp::create(b, turnBarrier(idx(g)), warps, Value());
       }
+      if (cfg.cluster > 1) // visible to the other CTAs' TMA and arrives
+        NVVM::FenceMbarrierInitOp::create(b);
     });
-    gpu::BarrierOp::create(b);
+    if (cfg.cluster > 1)
+      clusterSync();
+    else
+      gpu::BarrierOp::create(b);
   }
 
   // Blocks until the phase of parity `parity` (0/1) of `bar` completed.
@@ -228,8 +259,14 @@ private:
     const int64_t nTiles = (cfg.n + cfg.tileN - 1) / cfg.tileN;
     const int64_t kTiles = (cfg.k + cfg.tileK - 1) / cfg.tileK;
     Value experts = idx(cfg.experts);
+    // A cluster walks the list as one: item i of cluster c is the M tile of
+    // cluster.m * tile.m rows, of which CTA rank r takes the r-th tile.m.
     Value grid = gpu::GridDimOp::create(b, gpu::Dimension::x);
     Value first = gpu::BlockIdOp::create(b, gpu::Dimension::x);
+    if (cfg.cluster > 1) {
+      grid = divu(grid, idx(cfg.cluster));
+      first = divu(first, idx(cfg.cluster));
+    }
     Type indexType = b.getIndexType();
     SmallVector<Type> state(4, indexType); // item, expert, slotsBefore, kBefore
     SmallVector<Location> locs(4, b.getLoc());
@@ -254,8 +291,10 @@ private:
       CtaTile tile;
       tile.expert = expert;
       Value localTile = sub(divu(item, idx(nTiles)), slotsBefore);
-      tile.rowBegin =
-          add(loadIndex(args.offsets, expert), mul(localTile, idx(cfg.tileM)));
+      Value rowInExpert = mul(localTile, idx(cfg.tileM * cfg.cluster));
+      if (cfg.cluster > 1)
+        rowInExpert = add(rowInExpert, mul(clusterRank, idx(cfg.tileM)));
+      tile.rowBegin = add(loadIndex(args.offsets, expert), rowInExpert);
       tile.rowEnd = loadIndex(args.offsets, add(expert, idx(1)));
       tile.nTile = remu(item, idx(nTiles));
       tile.kTiles = idx(kTiles);
@@ -285,7 +324,7 @@ private:
         [&] {
           Value begin = loadIndex(args.offsets, current);
           Value end = loadIndex(args.offsets, add(current, idx(1)));
-          return ceilDiv(sub(end, begin), cfg.tileM);
+          return ceilDiv(sub(end, begin), cfg.tileM * cfg.cluster);
         },
         idx(0));
     Value notHere = land(inRange, arith::CmpIOp::create(
@@ -439,7 +478,11 @@ private:
   // boxes of the weight tensor map (weightMapShape) that land in the same
   // 128B-swizzled layout the cp.async path writes: K-contiguous B, one box
   // of tile.n rows; N-contiguous B, one box of tile.k rows per 64 columns.
-  // Out-of-range rows and columns arrive as zeros and count as bytes.
+  // Out-of-range rows and columns arrive as zeros and count as bytes. In a
+  // cluster, CTA rank r loads part r of the boxes (of tile.n / cluster rows,
+  // or tile.n / 64 / cluster blocks) and multicasts them: each lands at the
+  // same offset of every CTA's stage and completes bytes on every CTA's
+  // full barrier, which therefore still expects the whole tile.
   void loadWeightsByTma(const CtaTile &tile, Value kTile, Value stage) {
     MLIRContext *ctx = b.getContext();
     Value full = fullBarrier(stage);
@@ -450,33 +493,57 @@ private:
     Value stageBase = add(sharedAddress,
                           toI64(add(idx(bBaseBytes),
                                     mul(stage, idx(cfg.layout.bStageBytes)))));
-    auto load = [&](int64_t offsetBytes, Value c0, Value c1) {
+    Value multicast;
+    if (cfg.cluster > 1)
+      multicast = arith::ConstantOp::create(
+          b, b.getI16IntegerAttr(static_cast<int16_t>((1 << cfg.cluster) - 1)));
+    auto load = [&](Value offsetBytes, Value c0, Value c1) {
       Value cta = LLVM::IntToPtrOp::create(
           b, LLVM::LLVMPointerType::get(ctx, kSharedAddressSpace),
-          add(stageBase, i64(offsetBytes)));
+          add(stageBase, toI64(offsetBytes)));
       Value cluster = LLVM::AddrSpaceCastOp::create(
           b, LLVM::LLVMPointerType::get(ctx, kSharedClusterAddressSpace), cta);
       NVVM::CpAsyncBulkTensorGlobalToSharedClusterOp::create(
           b, cluster, args.weightMap, ValueRange{toI32(c0), toI32(c1), toI32(tile.expert)},
-          full, ValueRange{}, Value(), Value(), NVVM::TMALoadMode::TILE,
+          full, ValueRange{}, multicast, Value(), NVVM::TMALoadMode::TILE,
           /*isCTAOnly=*/false, NVVM::CTAGroupKindAttr(), Value());
     };
     Value kFirst = mul(kTile, idx(cfg.tileK));
     Value nFirst = mul(tile.nTile, idx(cfg.tileN));
     if (cfg.bKContiguous) {
-      load(0, kFirst, nFirst);
+      if (cfg.cluster == 1) {
+        load(idx(0), kFirst, nFirst);
+        return;
+      }
+      Value row = mul(clusterRank, idx(cfg.tileN / cfg.cluster));
+      load(mul(row, idx(kRowBytes)), kFirst, add(nFirst, row));
       return;
     }
     const int64_t blocks = cfg.tileN / kBlockColumns;
-    for (int64_t block = 0; block < blocks; ++block) {
-      Value column = add(nFirst, idx(block * kBlockColumns));
-      if (cfg.halvesGateUp()) { // gate blocks, then the same up blocks
-        const int64_t inHalf = block % (blocks / 2);
-        column = add(mul(tile.nTile, idx(cfg.tileN / 2)), idx(inHalf * kBlockColumns));
-        if (block >= blocks / 2)
-          column = add(column, idx(cfg.n / 2));
+    const int64_t half = blocks / 2;
+    if (cfg.cluster == 1) {
+      for (int64_t block = 0; block < blocks; ++block) {
+        Value column = add(nFirst, idx(block * kBlockColumns));
+        if (cfg.halvesGateUp()) { // gate blocks, then the same up blocks
+          column = add(mul(tile.nTile, idx(cfg.tileN / 2)), idx((block % half) * kBlockColumns));
+          if (block >= half)
+            column = add(column, idx(cfg.n / 2));
+        }
+        load(idx(block * cfg.tileK * kRowBytes), column, kFirst);
       }
-      load(block * cfg.tileK * kRowBytes, column, kFirst);
+      return;
+    }
+    const int64_t ownBlocks = blocks / cfg.cluster;
+    for (int64_t j = 0; j < ownBlocks; ++j) {
+      Value block = add(mul(clusterRank, idx(ownBlocks)), idx(j));
+      Value column = add(nFirst, mul(block, idx(kBlockColumns)));
+      if (cfg.halvesGateUp()) {
+        Value upper = select(lt(block, idx(half)), idx(0), idx(cfg.n / 2));
+        column = add(add(mul(tile.nTile, idx(cfg.tileN / 2)),
+                         mul(remu(block, idx(half)), idx(kBlockColumns))),
+                     upper);
+      }
+      load(mul(block, idx(cfg.tileK * kRowBytes)), column, kFirst);
     }
   }
 
@@ -602,10 +669,27 @@ private:
     for (int64_t i = 0; i < cfg.accumulators(); ++i)
       acc = LLVM::InsertValueOp::create(b, acc, zero, ArrayRef<int64_t>{i});
 
+    // In a cluster, on the empty barrier of every CTA (their producers
+    // multicast into this CTA's stage too).
     auto release = [&](Value step) {
       when(leader, [&] {
-        NVVM::MBarrierArriveOp::create(
-            b, Type(), emptyBarrier(remu(step, idx(cfg.stages))), Value());
+        Value empty = emptyBarrier(remu(step, idx(cfg.stages)));
+        if (cfg.cluster == 1) {
+          NVVM::MBarrierArriveOp::create(b, Type(), empty, Value());
+          return;
+        }
+        auto remoteType = LLVM::LLVMPointerType::get(b.getContext(),
+                                                     kSharedClusterAddressSpace);
+        for (int64_t rank = 0; rank < cfg.cluster; ++rank) {
+          Value remote = NVVM::MapaOp::create(
+              b, remoteType, empty,
+              arith::ConstantOp::create(b, b.getI32IntegerAttr(rank)));
+          // Release at CTA scope, like a local arrive: the wgmmas that
+          // read the stage have retired and nothing is published; a
+          // cluster-scope release would first wait for this thread's
+          // outstanding global stores (the last tile's epilogue).
+          NVVM::MBarrierArriveOp::create(b, Type(), remote, Value());
+        }
       });
     };
     auto loop = scf::ForOp::create(b, idx(0), tile.kTiles, idx(1),
@@ -675,6 +759,7 @@ private:
 
   const HopperConfig &cfg;
   Value threadId, warp, warpgroup;
+  Value clusterRank; // 0 without a cluster
   Value consumerGroup, consumerWarp; // consumer side only
   Value shared;        // memref<elements x T, 3>, 1024-byte aligned
   Value sharedAddress; // its shared-window address (i64)
@@ -696,10 +781,20 @@ LogicalResult lowerHopperGroupedGemm(moe::GroupedGemmOp op,
     return op.emitOpError("the hopper path needs tile.m of 64 or 128, a "
                           "128-byte tile.k, tile.n a multiple of 64 up to "
                           "256 and at least 3 stages");
+  if (cfg.cluster > 1) {
+    const bool splits =
+        cfg.bKContiguous ? cfg.tileN % (cfg.cluster * kSwizzleRows) == 0
+                         : (cfg.tileN / kBlockColumns) % cfg.cluster == 0;
+    if (!cfg.tmaB() || !splits)
+      return op.emitOpError("cluster_m = ")
+             << cfg.cluster << " needs B by TMA, split into " << cfg.cluster
+             << " parts of whole boxes (hopperClusterSize); use cluster_m = 1";
+  }
   buildKernel(op, kernels, cfg.threads,
               [&](ImplicitLocOpBuilder &builder, const KernelParams &params) {
                 HopperKernelEmitter(builder, cfg, params).emit();
-              });
+              },
+              cfg.cluster);
   return success();
 }
 

@@ -40,7 +40,7 @@ bool GroupedGemmAttrs::splitsGateUp() const {
 // --- the kernel -------------------------------------------------------------
 
 void buildKernel(moe::GroupedGemmOp op, gpu::GPUModuleOp kernels, int64_t threads,
-                 KernelBodyEmitter emitBody) {
+                 KernelBodyEmitter emitBody, int64_t clusterSize) {
   MLIRContext *ctx = op.getContext();
   auto buffer = [](Type element) { return MemRefType::get({kUnboundedExtent}, element); };
   Type element = op.getElementType();
@@ -65,6 +65,11 @@ void buildKernel(moe::GroupedGemmOp op, gpu::GPUModuleOp kernels, int64_t thread
                                      FunctionType::get(ctx, params, {}));
   func->setAttr(gpu::GPUDialect::getKernelFuncAttrName(), UnitAttr::get(ctx));
   func.setKnownBlockSizeAttr(DenseI32ArrayAttr::get(ctx, {static_cast<int32_t>(threads), 1, 1}));
+  // A compile-time cluster shape (.reqnctapercluster): a plain launch of a
+  // grid that is a multiple of it forms the clusters.
+  if (clusterSize > 1)
+    func->setAttr(NVVM::NVVMDialect::getClusterDimAttrName(),
+                  DenseI32ArrayAttr::get(ctx, {static_cast<int32_t>(clusterSize), 1, 1}));
   func.setArgAttr(static_cast<unsigned>(KernelArg::WeightMap),
                   LLVM::LLVMDialect::getAlignAttrName(),
                   IntegerAttr::get(IntegerType::get(ctx, 64), 64));

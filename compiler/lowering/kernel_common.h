@@ -70,9 +70,11 @@ using KernelBodyEmitter =
     llvm::function_ref<void(mlir::ImplicitLocOpBuilder &, const KernelParams &)>;
 
 // Creates the kernel of `op` with `threads` threads per block in `kernels`:
-// `emitBody` builds its body from the start of the entry block.
+// `emitBody` builds its body from the start of the entry block. A
+// `clusterSize` over 1 makes the kernel require clusters of that many CTAs
+// along x.
 void buildKernel(moe::GroupedGemmOp op, mlir::gpu::GPUModuleOp kernels, int64_t threads,
-                 KernelBodyEmitter emitBody);
+                 KernelBodyEmitter emitBody, int64_t clusterSize = 1);
 
 // Replaces each moe.grouped_gemm of `module` that `selects` picks by the
 // kernel `lower` emits into the module's gpu.module (created on demand).

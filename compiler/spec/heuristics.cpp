@@ -62,7 +62,14 @@ Schedule defaultSchedule(const LayerSpec &layer, GemmKind kind, const Target &ta
   // 32 for scaled B rows or when the fixed K is that short.
   s.tile.k = (p.scaleBRows || (p.k > 0 && p.k <= 32)) ? 32 : 64;
 
+  // Clusters of two CTAs along M on the Hopper path: the pair shares each
+  // B tile by TMA multicast (hopperClusterSize), halving B's L2 traffic. On
+  // an H100 at T = 32768 (bench/HOPPER_NOTES.md, step 5) that gave Qwen3's
+  // down_proj +7% and dx +9%, the 7B layer's up_proj +2.5%, and cost dh
+  // 1-4%, so dh keeps single CTAs.
   s.cluster = {1, 1};
+  if (wgmmaPath && kind != GemmKind::DH)
+    s.cluster = {2, 1};
   s.warpgroups = WarpgroupMode::Cooperative;
   s.raster = Raster::AlongM;
   s.persistent = false;

@@ -135,6 +135,22 @@ bool weightTileIsBoxes(bool gateUpHalves, bool bKContiguous, int64_t tileN) {
   return !gateUpHalves || (!bKContiguous && tileN % 128 == 0);
 }
 
+int weightClusterParts(const GemmProblem &problem) {
+  const ClusterShape &cluster = problem.schedule.cluster;
+  const int64_t tileN = problem.schedule.tile.n;
+  const int parts = cluster.m;
+  if (cluster.n != 1 || (parts != 2 && parts != 4))
+    return 1;
+  constexpr int64_t kBoxColumns = 64, kSwizzleRows = 8;
+  const bool splits = problem.bKContiguous ? tileN % (parts * kSwizzleRows) == 0
+                                           : (tileN / kBoxColumns) % parts == 0;
+  return splits ? parts : 1;
+}
+
+int hopperClusterSize(const GemmProblem &problem, const Target &target) {
+  return usesWeightTma(problem, target) ? weightClusterParts(problem) : 1;
+}
+
 WeightMapShape weightMapShape(const GemmProblem &problem) {
   const uint64_t bytes = static_cast<uint64_t>(dtypeBytes(problem.dtype));
   const uint64_t n = static_cast<uint64_t>(problem.n), k = static_cast<uint64_t>(problem.k);
@@ -143,7 +159,9 @@ WeightMapShape weightMapShape(const GemmProblem &problem) {
   if (problem.bKContiguous) {
     shape.dims = {k, n, static_cast<uint64_t>(problem.experts)};
     shape.strideBytes = {k * bytes, n * k * bytes};
-    shape.box = {rowElements, static_cast<uint32_t>(problem.schedule.tile.n), 1};
+    // One box per CTA of the cluster: its part of the tile's N rows.
+    shape.box = {rowElements,
+                 static_cast<uint32_t>(problem.schedule.tile.n / weightClusterParts(problem)), 1};
   } else {
     shape.dims = {n, k, static_cast<uint64_t>(problem.experts)};
     shape.strideBytes = {n * bytes, k * n * bytes};
@@ -168,13 +186,18 @@ LaunchShape launchShape(const GemmProblem &problem, int64_t totalRows,
   if (problem.varlen == Varlen::M) {
     // Each expert's rows start a new M tile, so the tiles over all experts
     // number at most ceil(R / tile.m) + E; the kernel exits surplus blocks.
-    const int64_t slots = ceilDiv(totalRows, tile.m) + problem.experts;
     // One dimension, N tiles fastest: the kernel decodes block x. The
-    // Hopper kernel is persistent: at most one CTA per SM, each looping
-    // over the work items block x, block x + grid, ...
+    // Hopper kernel is persistent: at most one CTA per SM, each cluster of
+    // `cluster` CTAs looping over the work items (cluster tiles of
+    // cluster * tile.m rows) cluster x, cluster x + clusters, ...
+    const int64_t cluster = hopper ? hopperClusterSize(problem, target) : 1;
+    const int64_t slots = ceilDiv(totalRows, tile.m * cluster) + problem.experts;
     int64_t blocks = slots * nTiles;
-    if (hopper)
-      blocks = std::min<int64_t>(blocks, std::max(target.smCount, 1));
+    if (hopper) {
+      blocks = std::min<int64_t>(blocks, std::max<int64_t>(target.smCount / cluster, 1)) * cluster;
+      shape.cluster = static_cast<unsigned>(cluster);
+      shape.persistent = true;
+    }
     shape.grid = {static_cast<unsigned>(blocks), 1, 1};
   } else {
     shape.grid = {static_cast<unsigned>(ceilDiv(problem.m, tile.m)),

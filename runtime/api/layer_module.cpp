@@ -47,17 +47,11 @@ CachedModule compileThroughCache(KernelCache &cache, const CacheKey &key,
   return result;
 }
 
-LoadedModule loadModule(const Gpu &gpu, KernelCache &cache, const CacheKey &key,
+LoadedModule loadModule(const Gpu &gpu, KernelCache &, const CacheKey &,
                         const KernelArtifact &artifact) {
-  const int driverVersion = gpu.driver().version();
-  if (const std::vector<char> *cubin = artifact.cubinFor(driverVersion))
-    return LoadedModule{Module::fromCubin(gpu, *cubin), false};
-  KernelArtifact linked = artifact;
-  linked.cubin = linkPtxToCubin(gpu, artifact.ptx);
-  linked.cubinDriverVersion = driverVersion;
-  Module module = Module::fromCubin(gpu, linked.cubin);
-  cache.store(key, std::move(linked));
-  return LoadedModule{std::move(module), true};
+  // Always from the PTX (Module::fromPtx says why not through a cached,
+  // cuLink-made cubin); the driver's compute cache keeps re-loads cheap.
+  return LoadedModule{Module::fromPtx(gpu, artifact.ptx), true};
 }
 
 } // namespace moejit

@@ -36,11 +36,12 @@ CachedModule compileThroughCache(KernelCache &cache, const CacheKey &key,
 
 struct LoadedModule {
   Module module;
-  bool linkedPtx = false; // no cubin of this driver was cached
+  bool linkedPtx = false; // compiled from PTX (not a cached cubin)
 };
-// Loads `artifact` on `gpu` (its context must be current): from the cached
-// cubin when this driver linked it, else links the PTX and stores the
-// artifact back with the cubin, so the next process skips the link.
+// Loads `artifact` on `gpu` (its context must be current) from its PTX,
+// compiled by the driver's whole-program JIT. Cubins an earlier moejit
+// stored in the cache were linked through cuLink (relocatable code that
+// spilled the Hopper kernels) and are not used.
 LoadedModule loadModule(const Gpu &gpu, KernelCache &cache, const CacheKey &key,
                         const KernelArtifact &artifact);
 

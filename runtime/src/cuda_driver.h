@@ -30,16 +30,13 @@ namespace moejit {
   X(cuDevicePrimaryCtxRelease, 11000)                                                              \
   X(cuCtxSetCurrent, 4000)                                                                         \
   X(cuCtxSynchronize, 2000)                                                                        \
-  X(cuLinkCreate, 6050)                                                                            \
-  X(cuLinkAddData, 6050)                                                                           \
-  X(cuLinkComplete, 5050)                                                                          \
-  X(cuLinkDestroy, 5050)                                                                           \
   X(cuModuleLoadDataEx, 2010)                                                                      \
   X(cuModuleUnload, 2000)                                                                          \
   X(cuModuleGetFunction, 2000)                                                                     \
   X(cuFuncSetAttribute, 9000)                                                                      \
   X(cuFuncGetAttribute, 2020)                                                                      \
   X(cuLaunchKernel, 4000)                                                                          \
+  X(cuOccupancyMaxActiveClusters, 11070)                                                           \
   X(cuTensorMapEncodeTiled, 12000)                                                                 \
   X(cuMemAlloc, 3020)                                                                              \
   X(cuMemFree, 3020)                                                                               \

@@ -2,30 +2,18 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <array>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <string_view>
 #include <utility>
 
 namespace moejit {
 
 namespace {
-
-// Frees a CUlinkState on every path (the cubin it returns lives in the state).
-class LinkState {
-public:
-  explicit LinkState(const CudaDriver &driver) : driver_(driver) {}
-  LinkState(const LinkState &) = delete;
-  LinkState &operator=(const LinkState &) = delete;
-  ~LinkState() {
-    if (state_)
-      driver_.cuLinkDestroy.fn(state_);
-  }
-  CUlinkState *out() { return &state_; }
-  CUlinkState get() const { return state_; }
-
-private:
-  const CudaDriver &driver_;
-  CUlinkState state_ = nullptr;
-};
 
 std::string trimLog(const char *log) {
   std::string text(log);
@@ -36,37 +24,30 @@ std::string trimLog(const char *log) {
 
 } // namespace
 
-std::vector<char> linkPtxToCubin(const Gpu &gpu, std::string_view ptx) {
+Module Module::fromPtx(const Gpu &gpu, std::string_view ptx) {
   const CudaDriver &cu = gpu.driver();
-  constexpr size_t kLogBytes = 16 * 1024;
+  const char *logEnv = std::getenv("MOEJIT_JIT_LOG");
+  const bool verbose = logEnv != nullptr && std::string_view(logEnv) == "1";
+  constexpr size_t kLogBytes = 64 * 1024;
   std::vector<char> errorLog(kLogBytes, '\0');
   std::vector<char> infoLog(kLogBytes, '\0');
   CUjit_option options[] = {CU_JIT_ERROR_LOG_BUFFER, CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES,
-                            CU_JIT_INFO_LOG_BUFFER, CU_JIT_INFO_LOG_BUFFER_SIZE_BYTES};
+                            CU_JIT_INFO_LOG_BUFFER, CU_JIT_INFO_LOG_BUFFER_SIZE_BYTES,
+                            CU_JIT_LOG_VERBOSE};
   void *values[] = {errorLog.data(), reinterpret_cast<void *>(kLogBytes - 1), infoLog.data(),
-                    reinterpret_cast<void *>(kLogBytes - 1)};
-
-  LinkState link(cu);
-  cu.call(cu.cuLinkCreate, 4u, options, values, link.out());
+                    reinterpret_cast<void *>(kLogBytes - 1),
+                    reinterpret_cast<void *>(static_cast<uintptr_t>(verbose ? 1 : 0))};
   // The driver reads the PTX as a NUL-terminated string.
-  std::string text(ptx);
-  CUresult added = cu.cuLinkAddData.fn(link.get(), CU_JIT_INPUT_PTX, text.data(), text.size() + 1,
-                                       "moejit.ptx", 0u, nullptr, nullptr);
-  void *cubin = nullptr;
-  size_t cubinBytes = 0;
-  CUresult result = added;
-  if (result == CUDA_SUCCESS)
-    result = cu.cuLinkComplete.fn(link.get(), &cubin, &cubinBytes);
+  const std::string text(ptx);
+  CUmodule module = nullptr;
+  const CUresult result = cu.cuModuleLoadDataEx.fn(&module, text.c_str(), 5u, options, values);
   if (result != CUDA_SUCCESS)
-    throw Error(std::string(added == CUDA_SUCCESS ? "cuLinkComplete" : "cuLinkAddData") +
-                    " failed: " + cu.describe(result) + "\nJIT log:\n" + trimLog(errorLog.data()),
+    throw Error("cuModuleLoadDataEx (PTX JIT) failed: " + cu.describe(result) + "\nJIT log:\n" +
+                    trimLog(errorLog.data()),
                 ErrorKind::CudaCall);
-  const char *bytes = static_cast<const char *>(cubin);
-  return std::vector<char>(bytes, bytes + cubinBytes);
-}
-
-Module Module::fromPtx(const Gpu &gpu, std::string_view ptx) {
-  return fromCubin(gpu, linkPtxToCubin(gpu, ptx));
+  if (verbose)
+    std::fprintf(stderr, "moejit: JIT log:\n%s\n", trimLog(infoLog.data()).c_str());
+  return Module(gpu.context(), module);
 }
 
 Module Module::fromCubin(const Gpu &gpu, const std::vector<char> &cubin) {
@@ -122,6 +103,37 @@ void Function::reserveDynamicShared(unsigned bytes) {
   dynamicSharedLimit_ = bytes;
 }
 
+unsigned Function::residentClusters(const LaunchShape &shape) {
+  if (residentClusters_ != 0)
+    return residentClusters_;
+  const CudaDriver &cu = *context_->driver;
+  CUlaunchAttribute attribute{};
+  attribute.id = CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION;
+  attribute.value.clusterDim.x = shape.cluster;
+  attribute.value.clusterDim.y = 1;
+  attribute.value.clusterDim.z = 1;
+  CUlaunchConfig config{};
+  config.gridDimX = shape.cluster;
+  config.gridDimY = config.gridDimZ = 1;
+  config.blockDimX = shape.block[0];
+  config.blockDimY = shape.block[1];
+  config.blockDimZ = shape.block[2];
+  config.sharedMemBytes = shape.sharedBytes;
+  config.attrs = &attribute;
+  config.numAttrs = 1;
+  int clusters = 0;
+  CUresult result = cu.cuOccupancyMaxActiveClusters.fn(&clusters, function_, &config);
+  if (result != CUDA_SUCCESS || clusters <= 0)
+    throw Error("cuOccupancyMaxActiveClusters of '" + name_ + "' (clusters of " +
+                    std::to_string(shape.cluster) + ", block " + std::to_string(shape.block[0]) +
+                    ", " + std::to_string(shape.sharedBytes) + " B shared) " +
+                    (result != CUDA_SUCCESS ? "failed: " + cu.describe(result)
+                                            : std::string("says none fits")),
+                ErrorKind::CudaCall);
+  residentClusters_ = static_cast<unsigned>(clusters);
+  return residentClusters_;
+}
+
 void setWeightMap(const CudaDriver &cu, const GemmProblem &problem, const Target &target,
                   KernelArgs &args) {
   args.weightMap = CUtensorMap{};
@@ -168,6 +180,9 @@ void launchKernel(Function &function, const LaunchShape &shape, const KernelArgs
     if (extent == 0)
       return;
   function.reserveDynamicShared(shape.sharedBytes);
+  std::array<unsigned, 3> grid = shape.grid;
+  if (shape.persistent && shape.cluster > 1)
+    grid[0] = std::min(grid[0], function.residentClusters(shape) * shape.cluster);
   // Pointer slots are passed as 64-bit values; CUdeviceptr is exactly that.
   static_assert(sizeof(CUdeviceptr) == sizeof(void *));
   KernelArgs values = args;
@@ -178,12 +193,12 @@ void launchKernel(Function &function, const LaunchShape &shape, const KernelArgs
   static_assert(std::size(params) == static_cast<size_t>(KernelArg::Count));
   const CudaDriver &cu = function.driver();
   CUresult result = cu.cuLaunchKernel.fn(
-      function.handle(), shape.grid[0], shape.grid[1], shape.grid[2], shape.block[0],
+      function.handle(), grid[0], grid[1], grid[2], shape.block[0],
       shape.block[1], shape.block[2], shape.sharedBytes, stream.handle(), params, nullptr);
   if (result != CUDA_SUCCESS)
     throw Error("cuLaunchKernel of '" + function.name() + "' (grid " +
-                    std::to_string(shape.grid[0]) + "x" + std::to_string(shape.grid[1]) + "x" +
-                    std::to_string(shape.grid[2]) + ", block " + std::to_string(shape.block[0]) +
+                    std::to_string(grid[0]) + "x" + std::to_string(grid[1]) + "x" +
+                    std::to_string(grid[2]) + ", block " + std::to_string(shape.block[0]) +
                     ", " + std::to_string(shape.sharedBytes) +
                     " B shared) failed: " + cu.describe(result),
                 ErrorKind::CudaCall);

@@ -1,4 +1,4 @@
-// PTX -> cubin through the driver's JIT linker, loaded modules, kernel lookup
+// PTX and cubins loaded through the driver's JIT, modules, kernel lookup
 // by the name the compiler assigned, and the launch of the kernel ABI
 // (docs/kernel-abi.md).
 #pragma once
@@ -15,9 +15,6 @@
 
 namespace moejit {
 
-// Links PTX into a cubin for the device of `gpu` (the driver's default
-// optimisation level). Throws Error with the JIT error log on failure.
-std::vector<char> linkPtxToCubin(const Gpu &gpu, std::string_view ptx);
 
 // A kernel of a loaded Module; valid while the Module lives.
 class Function {
@@ -30,17 +27,28 @@ public:
   // Raises CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES when `bytes` is
   // over what the kernel may use now (48 KiB until raised).
   void reserveDynamicShared(unsigned bytes);
+  // Clusters of `shape.cluster` CTAs of this kernel that the GPU holds at
+  // once with the shape's block and shared memory (cuOccupancyMaxActiveClusters,
+  // asked once per kernel).
+  unsigned residentClusters(const LaunchShape &shape);
 
 private:
   DeviceContextRef context_;
   CUfunction function_ = nullptr;
   std::string name_;
   unsigned dynamicSharedLimit_ = 48 * 1024;
+  unsigned residentClusters_ = 0; // 0: not asked yet
 };
 
 class Module {
 public:
-  // From PTX (linked with linkPtxToCubin) or from a cubin image.
+  // From PTX, compiled by the driver's JIT as a whole program (the driver's
+  // default optimisation level; its compute cache serves repeated loads),
+  // or from a cubin image. Whole-program, not through cuLink: a linked
+  // module is compiled as relocatable code, where ptxas ignores setmaxnreg
+  // and caps every thread of a Hopper kernel at the launch's 168 registers,
+  // so the consumer warpgroups spilled (bench/HOPPER_NOTES.md, step 6).
+  // MOEJIT_JIT_LOG=1 prints the JIT's verbose log (registers, spills).
   static Module fromPtx(const Gpu &gpu, std::string_view ptx);
   static Module fromCubin(const Gpu &gpu, const std::vector<char> &cubin);
 

@@ -60,6 +60,13 @@ struct LaunchShape {
   std::array<unsigned, 3> grid{1, 1, 1};
   std::array<unsigned, 3> block{1, 1, 1};
   unsigned sharedBytes = 0;
+  // CTAs per cluster along x (the kernel's compile-time cluster shape).
+  unsigned cluster = 1;
+  // The kernel walks its work items grid-stride, so any grid (a multiple of
+  // `cluster`) is correct: the launch may shrink it to the clusters that can
+  // be resident at once (a cluster that waits for a free GPC would double
+  // the time of a static schedule).
+  bool persistent = false;
 };
 
 // Code path of a kernel. Portable: mma.sync + cp.async, sm_80 and newer.
@@ -141,6 +148,18 @@ bool usesWeightTma(const GemmProblem &problem, const Target &target);
 // is not a multiple of 128.
 bool weightTileIsBoxes(bool gateUpHalves, bool bKContiguous, int64_t tileN);
 WeightMapShape weightMapShape(const GemmProblem &problem);
+
+// CTAs per thread-block cluster of a Hopper kernel, all along M: the cluster's
+// CTAs take neighbouring M tiles of one expert and the same N tile, so they
+// need the same B tile; each loads 1 / size of it by TMA and multicasts it to
+// all of them, which divides B's L2 traffic by the size. The schedule's
+// cluster (m x 1, m = 2 or 4) when B goes by TMA and splits into that many
+// parts (N-contiguous: whole 64-column boxes each; K-contiguous: whole
+// 8-row swizzle atoms each), else 1 (the cluster is then ignored).
+int hopperClusterSize(const GemmProblem &problem, const Target &target);
+// The same rule without the path: what the weight map's box and the lowering
+// assume once the Hopper path with TMA is known to be taken.
+int weightClusterParts(const GemmProblem &problem);
 
 // Kernel parameter slots, in order (docs/kernel-abi.md).
 enum class KernelArg : int {

@@ -129,6 +129,46 @@ TEST(WeightMap, BoxesMatchTheHopperStageLayout) {
   EXPECT_TRUE(usesWeightTma(gated, sm90a));
 }
 
+TEST(Cluster, PairsShareTheWeightTileOnTheHopperPath) {
+  Target sm90a = Target::fromArch("sm_90a");
+  GemmProblem p = varlenMProblem(); // N-contiguous B, tile.n 128: two boxes
+  p.schedule.cluster = {2, 1};
+  EXPECT_EQ(hopperClusterSize(p, sm90a), 2);
+  // The portable path ignores the cluster.
+  EXPECT_EQ(hopperClusterSize(p, Target::fromArch("sm_90")), 1);
+  // Four CTAs cannot split two 64-column boxes; clusters along N are not
+  // built.
+  p.schedule.cluster = {4, 1};
+  EXPECT_EQ(hopperClusterSize(p, sm90a), 1);
+  p.schedule.cluster = {1, 2};
+  EXPECT_EQ(hopperClusterSize(p, sm90a), 1);
+
+  // A cluster of 2 walks tiles of 2 x tile.m rows: at most
+  // ceil(R / 256) + E of them per N tile, on at most smCount / 2 clusters;
+  // the grid is whole clusters and the launch may shrink it further.
+  p.schedule.cluster = {2, 1};
+  sm90a.smCount = 133;
+  LaunchShape shape = launchShape(p, 1000, sm90a);
+  EXPECT_EQ(shape.cluster, 2u);
+  EXPECT_TRUE(shape.persistent);
+  EXPECT_EQ(shape.grid[0], 132u);
+  GemmProblem small = p;
+  small.experts = 1;
+  small.n = 128;
+  EXPECT_EQ(launchShape(small, 300, sm90a).grid[0], 2u * 3u);
+  // The portable path is neither clustered nor persistent.
+  shape = launchShape(p, 1000, Target::fromArch("sm_90"));
+  EXPECT_EQ(shape.cluster, 1u);
+  EXPECT_FALSE(shape.persistent);
+
+  // K-contiguous B: each CTA loads its half of the tile.n rows.
+  p.bKContiguous = true;
+  p.schedule.tile.n = 256;
+  EXPECT_EQ(weightMapShape(p).box, (std::array<uint32_t, 3>{64, 128, 1}));
+  p.schedule.cluster = {4, 1};
+  EXPECT_EQ(weightMapShape(p).box, (std::array<uint32_t, 3>{64, 64, 1}));
+}
+
 TEST(KernelPath, PortableWhereWgmmaDoesNotFit) {
   const Target hopper = Target::fromArch("sm_90a");
   GemmProblem varlenK = varlenMProblem();
