@@ -49,6 +49,8 @@ const std::vector<KnobInfo> &Knobs::registry() {
       {"MOEJIT_NVRTC", "path", "libnvrtc.so.13, libnvrtc.so, then under CUDA_HOME",
        "the NVRTC library loaded with dlopen for the layer kernels"},
       {"CUDA_HOME", "path", "/usr/local/cuda", "CUDA toolkit searched for libnvrtc"},
+      {"MOEJIT_JIT_LOG", "bool", "0",
+       "1: print the driver JIT's log of each module loaded (registers, spills) to stderr"},
   };
   return knobs;
 }
@@ -65,6 +67,7 @@ Knobs Knobs::fromEnvironment() {
     k.nvrtc = nvrtc;
   const char *cudaHome = getEnv("CUDA_HOME");
   k.cudaHome = cudaHome && *cudaHome ? cudaHome : "/usr/local/cuda";
+  k.jitLog = parseBool("MOEJIT_JIT_LOG", getEnv("MOEJIT_JIT_LOG"), false);
   return k;
 }
 

@@ -1,5 +1,7 @@
 #include "runtime/src/module.h"
 
+#include "moejit/knobs.h"
+
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -26,8 +28,7 @@ std::string trimLog(const char *log) {
 
 Module Module::fromPtx(const Gpu &gpu, std::string_view ptx) {
   const CudaDriver &cu = gpu.driver();
-  const char *logEnv = std::getenv("MOEJIT_JIT_LOG");
-  const bool verbose = logEnv != nullptr && std::string_view(logEnv) == "1";
+  const bool verbose = Knobs::fromEnvironment().jitLog;
   constexpr size_t kLogBytes = 64 * 1024;
   std::vector<char> errorLog(kLogBytes, '\0');
   std::vector<char> infoLog(kLogBytes, '\0');

@@ -23,6 +23,7 @@ struct Knobs {
   std::string cudaDriver;   // library dlopen'ed for the CUDA driver API
   std::string nvrtc;        // libnvrtc to dlopen; empty: search the usual places
   std::string cudaHome;     // CUDA toolkit root searched for libnvrtc
+  bool jitLog = false;      // print the driver JIT's log of each loaded module
 
   // Reads the environment. Throws std::invalid_argument naming the variable
   // when a value does not parse (e.g. MOEJIT_STRICT=maybe).
