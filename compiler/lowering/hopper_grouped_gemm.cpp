@@ -120,7 +120,9 @@ class HopperKernelEmitter : GroupedGemmEmitter {
 public:
   HopperKernelEmitter(ImplicitLocOpBuilder &builder, const HopperConfig &config,
                       const KernelParams &params)
-      : GroupedGemmEmitter(builder, config, params), cfg(config) {}
+      : GroupedGemmEmitter(builder, config, params), cfg(config) {
+    wideStores = true;
+  }
 
   // Warpgroup 0 produces (copies), warpgroups 1.. consume (wgmma and
   // epilogue); the two sides meet only at the stage barriers.

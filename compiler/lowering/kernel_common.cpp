@@ -327,6 +327,16 @@ void GroupedGemmEmitter::emitEpilogueRow(Value nTile, Value outRow, Value rowVal
   if (attrs.epilogue == moe::Epilogue::ScaleRows)
     rowScale = loadRowScale(outRow, rowValid);
   Value rowBase = mul(outRow, idx(attrs.cColumns));
+  auto scaled = [&](Value v) { return rowScale ? fmul(rowScale, v) : v; };
+  if (wideStoresApply(n8Blocks)) {
+    for (int64_t j = 0; j < n8Blocks; j += 2) {
+      Value wordJ = packPair(scaled(fragment(j, 0)), scaled(fragment(j, 1)));
+      Value wordNext = packPair(scaled(fragment(j + 1, 0)), scaled(fragment(j + 1, 1)));
+      storeBlockPair(nTile, rowBase, sub(tileColumn(j), fragmentColumn()), rowValid, wordJ,
+                     wordNext);
+    }
+    return;
+  }
   for (int64_t j = 0; j < n8Blocks; ++j) {
     Value v0 = fragment(j, 0), v1 = fragment(j, 1);
     auto [global, columnValid] = mapBColumn(nTile, tileColumn(j));
@@ -337,6 +347,66 @@ void GroupedGemmEmitter::emitEpilogueRow(Value nTile, Value outRow, Value rowVal
         storePair(args.c, add(rowBase, global), v0, v1);
     });
   }
+}
+
+// Pairs of n8 blocks are 16 contiguous columns of C when the tile's columns
+// map straight to C's (no gate/up split), every pair lies wholly inside or
+// outside N (N a multiple of 16) and 8-byte stores stay aligned.
+bool GroupedGemmEmitter::wideStoresApply(int64_t n8Blocks) const {
+  return wideStores && n8Blocks % 2 == 0 && !attrs.splitsGateUp() && attrs.n % 16 == 0 &&
+         attrs.cColumns % 4 == 0;
+}
+
+// Two elements as the 32-bit word they are stored as.
+Value GroupedGemmEmitter::packPair(Value first, Value second) {
+  auto pairType = VectorType::get({2}, attrs.element);
+  Value pair = vector::FromElementsOp::create(b, pairType,
+                                              ValueRange{toElement(first), toElement(second)});
+  Value word = vector::BitCastOp::create(b, VectorType::get({1}, b.getI32Type()), pair);
+  return vector::ExtractOp::create(b, word, ArrayRef<int64_t>{0});
+}
+
+// Lane q of a quad holds columns 2q, 2q+1 of n8 blocks j (wordJ) and j+1
+// (wordNext) of its row: after four shuffles it holds columns 4q..4q+3 of
+// the 16-column span (lanes 2(q%2), 2(q%2)+1 of block j + q/2), returned as
+// two words. Every lane of the warp must call it (shfl.sync).
+std::pair<Value, Value> GroupedGemmEmitter::quadSpanWords(Value wordJ, Value wordNext) {
+  Value q = remu(lane, idx(4));
+  Value first = add(sub(lane, q), mul(remu(q, idx(2)), idx(2)));
+  auto i32 = [&](Value v) { return arith::IndexCastUIOp::create(b, b.getI32Type(), v); };
+  Value width = arith::ConstantOp::create(b, b.getI32IntegerAttr(kWarpSize));
+  auto shuffle = [&](Value word, Value source) {
+    return gpu::ShuffleOp::create(b, word, i32(source), width, gpu::ShuffleMode::IDX)
+        .getShuffleResult();
+  };
+  Value second = add(first, idx(1));
+  Value fromFirstJ = shuffle(wordJ, first), fromFirstNext = shuffle(wordNext, first);
+  Value fromSecondJ = shuffle(wordJ, second), fromSecondNext = shuffle(wordNext, second);
+  Value upper = arith::CmpIOp::create(b, arith::CmpIPredicate::uge, q, idx(2));
+  return {select(upper, fromFirstNext, fromFirstJ), select(upper, fromSecondNext, fromSecondJ)};
+}
+
+// This lane's column in a 16-column span (quadSpanWords): 4 (lane % 4).
+Value GroupedGemmEmitter::quadSpanColumn() { return mul(remu(lane, idx(4)), idx(4)); }
+
+// The two words of quadSpanWords as four elements at `offset` (8-byte
+// aligned), when `valid`.
+void GroupedGemmEmitter::storeSpanWords(Value memref, Value offset, std::pair<Value, Value> words,
+                                        Value valid) {
+  when(valid, [&] {
+    auto wordsType = VectorType::get({2}, b.getI32Type());
+    Value pair = vector::FromElementsOp::create(b, wordsType, ValueRange{words.first, words.second});
+    Value elements = vector::BitCastOp::create(b, VectorType::get({4}, attrs.element), pair);
+    vector::StoreOp::create(b, elements, memref, ValueRange{offset},
+                            /*nontemporal=*/false, llvm::Align(8));
+  });
+}
+
+void GroupedGemmEmitter::storeBlockPair(Value nTile, Value rowBase, Value spanColumn,
+                                        Value rowValid, Value wordJ, Value wordNext) {
+  std::pair<Value, Value> words = quadSpanWords(wordJ, wordNext);
+  auto [global, columnValid] = mapBColumn(nTile, add(spanColumn, quadSpanColumn()));
+  storeSpanWords(args.c, add(rowBase, global), words, land(rowValid, columnValid));
 }
 
 Value GroupedGemmEmitter::loadRowScale(Value outRow, Value rowValid) {
@@ -438,6 +508,43 @@ void GroupedGemmEmitter::emitActivationRow(Value nTile, Value outRow, Value rowV
   Value auxRow = mul(outRow, idx(attrs.auxColumns));
   SmallVector<SmallVector<Value>> blocks;
   SmallVector<Value> blockValid;
+  // Gate/up halves with wide stores: gate blocks j, j+1 (16 columns) per
+  // loop step, each of C's gate and up columns and of the activation stored
+  // 8 bytes per lane after the quad shuffles. The shuffles run on every
+  // lane, so the loop is not guarded; the stores are.
+  if (halves && wideStores && (n8Blocks / 2) % 2 == 0 && (attrs.n / 2) % 16 == 0 &&
+      attrs.cColumns % 4 == 0 && attrs.auxColumns % 4 == 0) {
+    for (int64_t j = 0; j < n8Blocks / 2; j += 2) {
+      Value span = add(mul(nTile, idx(attrs.tileN / 2)), sub(tileColumn(j), fragmentColumn()));
+      SmallVector<Value> block = {span};
+      for (int64_t k : {j, j + 1})
+        for (int64_t fragmentBlock : {k, k + upBlock})
+          for (int64_t e = 0; e < 2; ++e)
+            block.push_back(fragment(fragmentBlock, e));
+      blocks.push_back(block);
+    }
+    Value always = arith::ConstantOp::create(b, b.getBoolAttr(true));
+    emitBlockLoop(blocks, always, {}, /*sums=*/false, [&](ArrayRef<Value> block) {
+      Value span = block[0];
+      // block[1 + 4k + 2u + e]: block j + k, gate (u = 0) or up (u = 1), e.
+      auto word = [&](int64_t k, int64_t u) {
+        return packPair(block[1 + 4 * k + 2 * u], block[2 + 4 * k + 2 * u]);
+      };
+      auto act = [&](int64_t k) {
+        return packPair(activation(block[1 + 4 * k], block[3 + 4 * k]),
+                        activation(block[2 + 4 * k], block[4 + 4 * k]));
+      };
+      Value column = add(span, quadSpanColumn());
+      Value valid = land(rowValid, lt(span, idx(attrs.n / 2)));
+      Value cOffset = add(rowBase, column);
+      storeSpanWords(args.c, cOffset, quadSpanWords(word(0, 0), word(1, 0)), valid);
+      storeSpanWords(args.c, add(cOffset, idx(attrs.n / 2)), quadSpanWords(word(0, 1), word(1, 1)),
+                     valid);
+      storeSpanWords(args.auxOut, add(auxRow, column), quadSpanWords(act(0), act(1)), valid);
+      return Value();
+    });
+    return;
+  }
   for (int64_t j = 0; j < (halves ? n8Blocks / 2 : n8Blocks); j += halves ? 1 : paired ? 2 : 1) {
     Value column = tileColumn(j);
     Value cColumn, auxColumn, columnValid;

@@ -188,11 +188,25 @@ protected:
   const GroupedGemmAttrs &attrs;
   KernelParams args;
   mlir::Value lane;
+  // Plain and scaled stores of neighbouring n8 blocks j, j+1 go out as one
+  // 8-byte store per lane (a quad writes a whole 32-byte sector) after a
+  // shuffle within the quad, instead of two 4-byte stores that each fill
+  // half a sector. Set by the Hopper path; needs the blocks of a row in
+  // order and contiguous in C (see wideStoresApply).
+  bool wideStores = false;
 
 private:
   mlir::Value toElement(mlir::Value f32Value);
   mlir::Value toF32(mlir::Value value);
   void storePair(mlir::Value memref, mlir::Value offset, mlir::Value first, mlir::Value second);
+  bool wideStoresApply(int64_t n8Blocks) const;
+  mlir::Value packPair(mlir::Value first, mlir::Value second);
+  std::pair<mlir::Value, mlir::Value> quadSpanWords(mlir::Value wordJ, mlir::Value wordNext);
+  mlir::Value quadSpanColumn();
+  void storeSpanWords(mlir::Value memref, mlir::Value offset,
+                      std::pair<mlir::Value, mlir::Value> words, mlir::Value valid);
+  void storeBlockPair(mlir::Value nTile, mlir::Value rowBase, mlir::Value spanColumn,
+                      mlir::Value rowValid, mlir::Value wordJ, mlir::Value wordNext);
   std::pair<mlir::Value, mlir::Value> loadPair(mlir::Value memref, mlir::Value offset);
   mlir::Value exp(mlir::Value x);
   mlir::Value tanh(mlir::Value x);
