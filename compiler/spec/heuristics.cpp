@@ -62,14 +62,10 @@ Schedule defaultSchedule(const LayerSpec &layer, GemmKind kind, const Target &ta
   // 32 for scaled B rows or when the fixed K is that short.
   s.tile.k = (p.scaleBRows || (p.k > 0 && p.k <= 32)) ? 32 : 64;
 
-  // Clusters of two CTAs along M on the Hopper path: the pair shares each
-  // B tile by TMA multicast (hopperClusterSize), halving B's L2 traffic. On
-  // an H100 at T = 32768 (bench/HOPPER_NOTES.md, step 5) that gave Qwen3's
-  // down_proj +7% and dx +9%, the 7B layer's up_proj +2.5%, and cost dh
-  // 1-4%, so dh keeps single CTAs.
+  // Single CTAs. A 2x1 cluster (B shared by TMA multicast) gained up to 9%
+  // while the epilogue's half-sector stores filled L2; with whole-sector
+  // stores it is 0-3% slower on an H100 (bench/HOPPER_NOTES.md, steps 5, 7).
   s.cluster = {1, 1};
-  if (wgmmaPath && kind != GemmKind::DH)
-    s.cluster = {2, 1};
   s.warpgroups = WarpgroupMode::Cooperative;
   s.raster = Raster::AlongM;
   s.persistent = false;

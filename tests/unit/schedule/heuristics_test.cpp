@@ -97,15 +97,11 @@ TEST(DefaultSchedule, WgmmaTargetsKeepVarlenMTilesWgmmaShaped) {
   EXPECT_EQ(defaultSchedule(qwen3(), GemmKind::DW2, sm90).tile, (TileShape{256, 128, 32}));
 }
 
-TEST(DefaultSchedule, HopperPairsCtasAlongMExceptForDh) {
+TEST(DefaultSchedule, SingleCtasByDefault) {
+  // Clusters are opt-in (`cluster = 2x1`): measured no faster on an H100.
   const Target sm90a = Target::fromArch("sm_90a");
-  for (GemmKind kind : {GemmKind::UpProj, GemmKind::DownProj, GemmKind::DX})
-    EXPECT_EQ(defaultSchedule(qwen3(), kind, sm90a).cluster, (ClusterShape{2, 1}));
-  EXPECT_EQ(defaultSchedule(qwen3(), GemmKind::DH, sm90a).cluster, (ClusterShape{1, 1}));
-  // Varlen-K and targets without wgmma run single CTAs.
-  EXPECT_EQ(defaultSchedule(qwen3(), GemmKind::DW1, sm90a).cluster, (ClusterShape{1, 1}));
-  EXPECT_EQ(defaultSchedule(qwen3(), GemmKind::DownProj, Target::fromArch("sm_90")).cluster,
-            (ClusterShape{1, 1}));
+  for (GemmKind kind : kAllGemmKinds)
+    EXPECT_EQ(defaultSchedule(qwen3(), kind, sm90a).cluster, (ClusterShape{1, 1}));
 }
 
 TEST(ApplyPatch, OverridesOnlyGivenFields) {
