@@ -265,9 +265,13 @@ Value GroupedGemmEmitter::tanh(Value x) {
       .getResult(0);
 }
 
+// 1 / (1 + e^-x) with the approximate reciprocal (one MUFU op; IEEE
+// rcp.rn adds a Newton step and a slow path): its error is far below bf16's.
 Value GroupedGemmEmitter::sigmoid(Value x) {
-  Value one = f32(1.0);
-  return fdiv(one, fadd(one, exp(arith::NegFOp::create(b, x))));
+  Value denominator = fadd(f32(1.0), exp(arith::NegFOp::create(b, x)));
+  return NVVM::InlinePtxOp::create(b, TypeRange{b.getF32Type()}, ValueRange{denominator},
+                                   ValueRange{}, "rcp.approx.ftz.f32 $0, $1;", Value())
+      .getResult(0);
 }
 
 // gelu(x) = 0.5 x (1 + tanh(c (x + 0.044715 x^3))), c = sqrt(2 / pi).

@@ -10,7 +10,9 @@ constexpr size_t kAlignment = 256;
 constexpr int kChunkTokens = 256;     // tokens per expert-histogram chunk
 constexpr unsigned kScatterWarps = 4; // chunks per scatter block
 constexpr unsigned kTopKWarps = 8;    // tokens per router_topk block
-constexpr unsigned kLogitsTile = 32;  // router_logits' output tile
+constexpr unsigned kLogitsTile = 32;  // T limit: kMaxGrid of these (conservative)
+// router_logits: 4 warps, a 64-token x 64-expert output tile per block.
+constexpr unsigned kLogitsThreads = 128, kLogitsTileM = 64, kLogitsTileN = 64;
 constexpr unsigned kRoundingThreads = 512;
 constexpr unsigned kMaxGrid = 65535; // grid.y limit, and the cap of grid-stride loops
 
@@ -256,10 +258,9 @@ RoutingBuffers RoutingKernels::route(const Stream &stream, const RouterInput &in
     b.logits = input.logits;
   } else {
     Launch shape;
-    shape.grid[0] = blocksFor(e, kLogitsTile);
-    shape.grid[1] = blocksFor(tokens, kLogitsTile);
-    shape.block[0] = 32;
-    shape.block[1] = 8;
+    shape.grid[0] = blocksFor(e, kLogitsTileN);
+    shape.grid[1] = blocksFor(tokens, kLogitsTileM);
+    shape.block[0] = kLogitsThreads;
     launch(function(LayerKernel::RouterLogits), shape, stream, input.x, input.weights, b.logits, t,
            input.hidden, e);
   }
