@@ -601,71 +601,10 @@ void GroupedGemmEmitter::emitDActivationRow(Value nTile, Value outRow, Value row
   Value rowBase = mul(outRow, idx(attrs.cColumns));
   SmallVector<SmallVector<Value>> blocks;
   SmallVector<Value> blockValid;
-  // Wide stores: blocks j, j+1 per loop step; dH's gate (and up) columns
-  // leave 8 bytes per lane after the quad shuffles. The loop runs on every
-  // lane (the shuffles); loads and stores are guarded, invalid spans add 0.
-  if (wideStoresApply(n8Blocks) && !interleaved) {
-    for (int64_t j = 0; j < n8Blocks; j += 2) {
-      Value span = mapBColumn(nTile, sub(tileColumn(j), fragmentColumn())).first;
-      blocks.push_back({span, fragment(j, 0), fragment(j, 1), fragment(j + 1, 0),
-                        fragment(j + 1, 1)});
-    }
-    Value always = arith::ConstantOp::create(b, b.getBoolAttr(true));
-    Value partialDs =
-        emitBlockLoop(blocks, always, {}, /*sums=*/true, [&](ArrayRef<Value> block) {
-          Value span = block[0];
-          Value valid = land(rowValid, lt(span, idx(attrs.n)));
-          Value gateBase = add(rowBase, span);
-          // One 4-byte load of the pair, zeros where the span is invalid.
-          auto pairType = VectorType::get({2}, attrs.element);
-          Value zeros = arith::ConstantOp::create(
-              b, pairType, DenseElementsAttr::get(pairType, b.getZeroAttr(attrs.element)));
-          auto loadGuarded = [&](Value offset) {
-            Value pair = guarded(
-                valid, pairType,
-                [&]() -> Value {
-                  return vector::LoadOp::create(b, pairType, args.auxIn, ValueRange{offset},
-                                                /*nontemporal=*/false, llvm::Align(4));
-                },
-                zeros);
-            return std::pair{toF32(vector::ExtractOp::create(b, pair, ArrayRef<int64_t>{0})),
-                             toF32(vector::ExtractOp::create(b, pair, ArrayRef<int64_t>{1}))};
-          };
-          Value ds = f32(0.0);
-          SmallVector<Value> dGate, dUp;
-          for (int64_t k = 0; k < 2; ++k) {
-            Value offset = add(gateBase, add(fragmentColumn(), idx(8 * k)));
-            auto [g0, g1] = loadGuarded(offset);
-            Value u0, u1;
-            if (gated)
-              std::tie(u0, u1) = loadGuarded(add(offset, idx(attrs.n)));
-            for (auto [dA, g, u] : {std::tuple{block[1 + 2 * k], g0, u0},
-                                    {block[2 + 2 * k], g1, u1}}) {
-              auto [act, dAct] = activationAndDerivative(g);
-              Value scaled = fmul(rowScale, dA);
-              if (gated) {
-                ds = fadd(ds, fmul(dA, fmul(act, u)));
-                dGate.push_back(fmul(fmul(scaled, u), dAct));
-                dUp.push_back(fmul(scaled, act));
-              } else {
-                ds = fadd(ds, fmul(dA, act));
-                dGate.push_back(fmul(scaled, dAct));
-              }
-            }
-          }
-          Value column = add(gateBase, quadSpanColumn());
-          storeSpanWords(args.c, column,
-                         quadSpanWords(packPair(dGate[0], dGate[1]), packPair(dGate[2], dGate[3])),
-                         valid);
-          if (gated)
-            storeSpanWords(args.c, add(column, idx(attrs.n)),
-                           quadSpanWords(packPair(dUp[0], dUp[1]), packPair(dUp[2], dUp[3])),
-                           valid);
-          return select(valid, ds, f32(0.0));
-        });
-    emitRowSumAtomic(partialDs, rowValid, outRow);
-    return;
-  }
+  // dH keeps 4-byte stores: the wide-store version (quad shuffles, one
+  // branch per 16-column span) gained 3-5% on the H100 but made dh's PTX
+  // 20% larger and its compile 12-25% slower, and dh already had the
+  // slowest compile (bench/HOPPER_NOTES.md, step 7).
   for (int64_t j = 0; j < n8Blocks; ++j) {
     auto [global, columnValid] = mapBColumn(nTile, tileColumn(j));
     // Offset of gate j in H/dH (interleaved: gate j and up j side by side).
