@@ -18,7 +18,10 @@
 // accumulator registers to global memory, every store predicated on the
 // bounds, while the producer already fills the stages of the CTA's next
 // tile; the wgmma accumulator fragment of a warp is the mma.sync m16n8 one
-// repeated over N, so the epilogue is the one the portable path emits too.
+// repeated over N, so the epilogue is the one the portable path emits too,
+// except that plain, scaled and forward-activation stores leave as one
+// 8-byte store per lane for each pair of n8 blocks after a shuffle within
+// the quad (wideStores), so every store fills whole 32-byte sectors.
 //
 // B goes by TMA where its tile is whole boxes (weightTileIsBoxes). With
 // cluster_m = 2 or 4 the CTAs of a cluster take neighbouring M tiles of one
