@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 #include <string_view>
 #include <utility>
 
@@ -124,13 +125,18 @@ unsigned Function::residentClusters(const LaunchShape &shape) {
   config.numAttrs = 1;
   int clusters = 0;
   CUresult result = cu.cuOccupancyMaxActiveClusters.fn(&clusters, function_, &config);
-  if (result != CUDA_SUCCESS || clusters <= 0)
-    throw Error("cuOccupancyMaxActiveClusters of '" + name_ + "' (clusters of " +
-                    std::to_string(shape.cluster) + ", block " + std::to_string(shape.block[0]) +
-                    ", " + std::to_string(shape.sharedBytes) + " B shared) " +
-                    (result != CUDA_SUCCESS ? "failed: " + cu.describe(result)
-                                            : std::string("says none fits")),
-                ErrorKind::CudaCall);
+  if (result != CUDA_SUCCESS || clusters <= 0) {
+    // The grid stays as launchShape sized it (one CTA per SM): correct, if
+    // slower should some clusters have to wait. The launch itself reports a
+    // cluster that can never fit.
+    std::fprintf(stderr,
+                 "moejit: cuOccupancyMaxActiveClusters of '%s' (clusters of %u) %s; keeping the "
+                 "grid of one CTA per SM\n",
+                 name_.c_str(), shape.cluster,
+                 result != CUDA_SUCCESS ? cu.describe(result).c_str() : "says none fits");
+    residentClusters_ = std::numeric_limits<unsigned>::max() / 8;
+    return residentClusters_;
+  }
   residentClusters_ = static_cast<unsigned>(clusters);
   return residentClusters_;
 }
