@@ -47,11 +47,8 @@ CachedModule compileThroughCache(KernelCache &cache, const CacheKey &key,
   return result;
 }
 
-LoadedModule loadModule(const Gpu &gpu, KernelCache &, const CacheKey &,
-                        const KernelArtifact &artifact) {
-  // Always from the PTX (Module::fromPtx says why not through a cached,
-  // cuLink-made cubin); the driver's compute cache keeps re-loads cheap.
-  return LoadedModule{Module::fromPtx(gpu, artifact.ptx), true};
+Module loadModule(const Gpu &gpu, const KernelArtifact &artifact) {
+  return Module::fromPtx(gpu, artifact.ptx);
 }
 
 } // namespace moejit

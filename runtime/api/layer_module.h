@@ -34,15 +34,10 @@ CachedModule compileThroughCache(KernelCache &cache, const CacheKey &key,
                                  const std::vector<GemmProblem> &problems, const Target &target,
                                  const KernelCompiler *compiler);
 
-struct LoadedModule {
-  Module module;
-  bool linkedPtx = false; // compiled from PTX (not a cached cubin)
-};
 // Loads `artifact` on `gpu` (its context must be current) from its PTX,
-// compiled by the driver's whole-program JIT. Cubins an earlier moejit
-// stored in the cache were linked through cuLink (relocatable code that
-// spilled the Hopper kernels) and are not used.
-LoadedModule loadModule(const Gpu &gpu, KernelCache &cache, const CacheKey &key,
-                        const KernelArtifact &artifact);
+// compiled by the driver's whole-program JIT (Module::fromPtx). Cubins an
+// earlier moejit stored in the cache were linked through cuLink
+// (relocatable code that spilled the Hopper kernels) and are not used.
+Module loadModule(const Gpu &gpu, const KernelArtifact &artifact);
 
 } // namespace moejit

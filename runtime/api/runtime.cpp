@@ -62,6 +62,7 @@ struct LoadedGemm {
   GemmOperands operands;
   CUcontext context = nullptr;
   WeightMapCache weightMap;
+  unsigned gridCap = 0; // persistentGridCap, asked at load
 };
 
 struct LoadedLayer {
@@ -199,18 +200,21 @@ std::shared_ptr<const LoadedLayer>
 RuntimeState::buildLayer(const CacheKey &key, const std::vector<GemmProblem> &problems) {
   const Gpu &device = openGpu();
   const CachedModule cached = compileThroughCache(*cache, key, problems, target, compiler.get());
-  LoadedModule loaded = loadModule(device, *cache, key, *cached.artifact);
+  Module module = loadModule(device, *cached.artifact);
   ++modulesLoaded;
-  if (loaded.linkedPtx)
-    ++ptxLinks;
-  auto layer = std::make_shared<LoadedLayer>(LoadedLayer{std::move(loaded.module), {}});
+  ++ptxLinks; // every load JIT-compiles the PTX (loadModule)
+  auto layer = std::make_shared<LoadedLayer>(LoadedLayer{std::move(module), {}});
   layer->gemms.reserve(problems.size());
   for (size_t i = 0; i < problems.size(); ++i) {
     Function function = layer->module.function(cached.artifact->kernelNames[i]);
-    // Raised once here, so that launches from many threads never touch it.
-    function.reserveDynamicShared(launchShape(problems[i], 1, target).sharedBytes);
+    // Raised and asked once here, so that launches from many threads never
+    // touch the Function.
+    const LaunchShape shape = launchShape(problems[i], 1, target);
+    function.reserveDynamicShared(shape.sharedBytes);
+    const unsigned gridCap = persistentGridCap(function, shape);
     layer->gemms.push_back(LoadedGemm{problems[i], std::move(function), target,
-                                      requiredOperands(problems[i]), device.context()->context});
+                                      requiredOperands(problems[i]), device.context()->context,
+                                      {}, gridCap});
   }
   return layer;
 }
@@ -333,7 +337,8 @@ void GroupedGemm::launch(const GemmArgs &args, void *stream) const {
   static_assert(std::size(params) == static_cast<size_t>(KernelArg::Count));
   const CudaDriver &cu = gemm.function.driver();
   auto enqueue = [&] {
-    return cu.cuLaunchKernel.fn(gemm.function.handle(), shape.grid[0], shape.grid[1], shape.grid[2],
+    return cu.cuLaunchKernel.fn(gemm.function.handle(), std::min(shape.grid[0], gemm.gridCap),
+                                shape.grid[1], shape.grid[2],
                                 shape.block[0], shape.block[1], shape.block[2], shape.sharedBytes,
                                 static_cast<CUstream>(stream), params, nullptr);
   };

@@ -32,8 +32,7 @@ constexpr std::array<const char *, kStages> kStageNames = {"routing", "up_proj",
 GroupedGemmKernel loadGemm(const Gpu &gpu, KernelCache &cache, const LayerSpec &layer,
                            const Target &target, GemmKind kind) {
   CompiledLayer compiled = compileLayer(cache, layer, target, kind);
-  LoadedModule loaded = loadModule(gpu, cache, *compiled.key, *compiled.artifact);
-  auto module = std::make_shared<const Module>(std::move(loaded.module));
+  auto module = std::make_shared<const Module>(loadModule(gpu, *compiled.artifact));
   Function function = module->function(compiled.kernelNames.at(0));
   return GroupedGemmKernel{compiled.problems.at(0), std::move(module), std::move(function)};
 }

@@ -181,6 +181,12 @@ void WeightMapCache::set(const CudaDriver &cu, const GemmProblem &problem, const
   args.weightMap = state_->map;
 }
 
+unsigned persistentGridCap(Function &function, const LaunchShape &shape) {
+  if (!shape.persistent || shape.cluster <= 1)
+    return std::numeric_limits<unsigned>::max();
+  return function.residentClusters(shape) * shape.cluster;
+}
+
 void launchKernel(Function &function, const LaunchShape &shape, const KernelArgs &args,
                   const Stream &stream) {
   for (unsigned extent : shape.grid)
@@ -188,8 +194,7 @@ void launchKernel(Function &function, const LaunchShape &shape, const KernelArgs
       return;
   function.reserveDynamicShared(shape.sharedBytes);
   std::array<unsigned, 3> grid = shape.grid;
-  if (shape.persistent && shape.cluster > 1)
-    grid[0] = std::min(grid[0], function.residentClusters(shape) * shape.cluster);
+  grid[0] = std::min(grid[0], persistentGridCap(function, shape));
   // Pointer slots are passed as 64-bit values; CUdeviceptr is exactly that.
   static_assert(sizeof(CUdeviceptr) == sizeof(void *));
   KernelArgs values = args;

@@ -98,6 +98,12 @@ private:
   std::unique_ptr<State> state_ = std::make_unique<State>();
 };
 
+// The most CTAs a launch of `shape` should use: for a persistent kernel
+// with clusters, the clusters the GPU holds at once times their size (a
+// cluster that waits for a free GPC stretches the static schedule); no cap
+// otherwise.
+unsigned persistentGridCap(Function &function, const LaunchShape &shape);
+
 // Launches `function` with `shape` on `stream`, raising the dynamic shared
 // memory limit when needed. A grid with a zero dimension launches nothing.
 void launchKernel(Function &function, const LaunchShape &shape, const KernelArgs &args,

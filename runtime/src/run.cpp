@@ -358,15 +358,14 @@ bool runLayer(const RunContext &run, const Gpu &gpu, const Target &target, const
              options.seed, emptyExperts, layer.experts);
 
   const auto loadStart = std::chrono::steady_clock::now();
-  LoadedModule loaded = loadModule(gpu, run.cache, *compiled.key, *compiled.artifact);
-  Module &module = loaded.module;
+  Module module = loadModule(gpu, *compiled.artifact);
   const size_t kernels = compiled.problems.size();
   const std::string origin = compiled.compiled
                                  ? fmt::format("compiled in {:.0f} ms", compiled.compileMs)
                                  : std::string("from the kernel cache");
   fmt::print(run.out, "  {} kernel{} for {} {}, {} in {:.1f} ms\n", kernels,
              kernels == 1 ? "" : "s", target.arch, origin,
-             loaded.linkedPtx ? "linked and loaded" : "cubin loaded", millisecondsSince(loadStart));
+             "linked and loaded", millisecondsSince(loadStart));
 
   GemmRunSettings settings;
   settings.seed = options.seed;
