@@ -219,8 +219,10 @@ struct RuntimeStats {
   uint64_t misses = 0;
   uint64_t compiles = 0;
   uint64_t discarded = 0; // bad disk entries met and rebuilt
-  // Modules loaded on the GPU, and of those, how many needed a PTX link
-  // (no cubin for this driver in the cache).
+  // Modules loaded on the GPU, and of those, how many were JIT-compiled from
+  // PTX: all of them, since moejit stopped caching cuLink-made cubins (they
+  // spilled the Hopper kernels; docs/cache.md). The driver's compute cache
+  // makes a repeated JIT cheap.
   uint64_t modulesLoaded = 0;
   uint64_t ptxLinks = 0;
 };

@@ -175,7 +175,7 @@ TEST_F(ApiGpu, SecondProcessStartsWarmFromDisk) {
   runtime_->kernels(spec.layers[0]);
   const RuntimeStats first = runtime_->stats();
   EXPECT_EQ(first.compiles, 1u);
-  EXPECT_EQ(first.ptxLinks, 1u); // and the cubin is stored back
+  EXPECT_EQ(first.ptxLinks, 1u); // the driver JIT-compiles the PTX
   EXPECT_EQ(runChild((scratch_ / "cache").string()), 0);
 }
 
@@ -190,7 +190,9 @@ TEST(ApiGpuChild, WarmStart) {
   const RuntimeStats stats = runtime.stats();
   EXPECT_EQ(stats.compiles, 0u);
   EXPECT_EQ(stats.diskHits, 1u);
-  EXPECT_EQ(stats.ptxLinks, 0u); // the cubin came from the cache
+  // The PTX came from the cache; every load JIT-compiles it (whole-program,
+  // served by the driver's compute cache), so this counts 1 too.
+  EXPECT_EQ(stats.ptxLinks, 1u);
   UpProjCase up(runtime, spec.layers[0], 100);
   DeviceMemory h = runtime.allocate(up.hElements * 2), act = runtime.allocate(up.actElements * 2);
   CudaStream stream = runtime.createStream();
