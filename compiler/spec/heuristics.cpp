@@ -49,14 +49,27 @@ Schedule defaultSchedule(const LayerSpec &layer, GemmKind kind, const Target &ta
   const int mGranule = target.hasWgmma() ? 64 : 16;
   const int tileM = tallTile ? 256 : 128;
   s.tile.m = tileM;
-  if (p.m > 0 && p.m < tileM)
-    s.tile.m = static_cast<int>(std::min<int64_t>(tileM, roundUp(p.m, mGranule)));
+  // Past 64 rows the height is a multiple of 64: warps take 64 rows each.
+  if (p.m > 0 && p.m < tileM) {
+    int64_t height = roundUp(p.m, mGranule);
+    if (height > 64)
+      height = roundUp(height, 64);
+    s.tile.m = static_cast<int>(std::min<int64_t>(tileM, height));
+  }
 
   // N: 256 (128 for a tall tile), or the whole N rounded up to 16 when
   // smaller (16 keeps the gate/up column pairs of the activation epilogue in
   // one tile).
+  // A width over 64 is rounded up further, to 64 and past 128 to 128, so
+  // that the portable path's warps split it (hidden = 200 made a 208-wide
+  // tile that no warp layout divides).
   const int tileN = tallTile ? 128 : 256;
-  s.tile.n = static_cast<int>(std::min<int64_t>(tileN, roundUp(p.n, 16)));
+  int64_t width = roundUp(p.n, 16);
+  if (width > 64)
+    width = roundUp(width, 64);
+  if (width > 128)
+    width = roundUp(width, 128);
+  s.tile.n = static_cast<int>(std::min<int64_t>(tileN, width));
 
   // K: 64 (four k16 steps per stage; one 128-byte row of bf16 for wgmma),
   // 32 for scaled B rows or when the fixed K is that short.

@@ -1,6 +1,7 @@
 // compileGemms end to end on the CPU: every family to PTX for sm_80 and
 // sm_90a, each stage, and the errors.
 #include "compiler/backend/compile.h"
+#include "moejit/dsl.h"
 
 #include <gtest/gtest.h>
 
@@ -64,6 +65,28 @@ INSTANTIATE_TEST_SUITE_P(
         std::tuple{"sm_90a", Activation::GeLU, GateUpLayout::Concatenated},
         std::tuple{"sm_80", Activation::ReLU, GateUpLayout::Concatenated},
         std::tuple{"sm_90a", Activation::None, GateUpLayout::Concatenated}));
+
+// Default schedules of widths that are not multiples of 64 (a 208-wide
+// tile once split into no warp layout and failed to compile).
+TEST(Compile, DefaultSchedulesOfOddWidthsReachPtx) {
+  for (const char *arch : {"sm_80", "sm_90a"}) {
+    for (auto [hidden, intermediate] : {std::pair{200, 136}, std::pair{328, 72}}) {
+      LayerSpec layer = smallLayer(Activation::SwiGLU, GateUpLayout::Concatenated);
+      layer.hidden = hidden;
+      layer.intermediate = intermediate;
+      CompileOptions options;
+      options.target = Target::fromArch(arch);
+      std::vector<GemmProblem> problems;
+      for (GemmKind kind : kAllGemmKinds)
+        problems.push_back(makeGemmProblem(
+            layer, GemmSpec{kind, defaultSchedule(layer, kind, options.target)}));
+      CompileOutput out;
+      std::string error;
+      EXPECT_TRUE(compileGemms(problems, options, out, error))
+          << arch << " hidden " << hidden << " intermediate " << intermediate << ": " << error;
+    }
+  }
+}
 
 TEST(Compile, EmitsEachStageAndDumpsAfterAPass) {
   auto problems = allFamilies(smallLayer(Activation::SwiGLU, GateUpLayout::Concatenated));
