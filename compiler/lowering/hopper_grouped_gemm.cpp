@@ -137,6 +137,7 @@ public:
     if (cfg.cluster > 1)
       clusterRank = remu(gpu::BlockIdOp::create(b, gpu::Dimension::x), idx(cfg.cluster));
     createSharedStages();
+    copyOffsets();
     initBarriers();
     Value producer = eq(warpgroup, idx(0));
     auto roles = scf::IfOp::create(b, producer, /*withElseRegion=*/true);
@@ -181,7 +182,8 @@ private:
 
   // --- shared memory ------------------------------------------------------
   // One flat array of elements: the A stages, then the B stages, then the
-  // stage barriers (full, then empty; 8 bytes each). The swizzle pattern is
+  // stage barriers (full, then empty; 8 bytes each), then a copy of the
+  // expert offsets. The swizzle pattern is
   // a function of the address bits, so the base is aligned to a swizzle
   // atom at run time (the launch asks for the slack).
   void createSharedStages() {
@@ -200,6 +202,26 @@ private:
     fullBarrierBytes = stageBytes;
     emptyBarrierBytes = stageBytes + cfg.stages * kBarrierBytes;
     turnBarrierBytes = stageBytes + 2 * cfg.stages * kBarrierBytes;
+    offsetsBytes = turnBarrierBytes + 2 * kBarrierBytes;
+  }
+
+  // Both roles walk the expert offsets (E + 1 int32) on every tile; the CTA
+  // copies them to shared memory once, before its first barrier, so that no
+  // walk waits for a global load.
+  Value offsetPointer(Value index) {
+    Value address = add(sharedAddress, toI64(add(idx(offsetsBytes), mul(index, idx(4)))));
+    return LLVM::IntToPtrOp::create(
+        b, LLVM::LLVMPointerType::get(b.getContext(), kSharedAddressSpace), address);
+  }
+  void copyOffsets() {
+    forEachThreadItem(threadId, cfg.threads, cfg.experts + 1, [&](Value item, Value inRange) {
+      whenSet(inRange, [&] {
+        LLVM::StoreOp::create(b, load(args.offsets, item), offsetPointer(item));
+      });
+    });
+  }
+  Value offsetAt(Value index) {
+    return toIndex(LLVM::LoadOp::create(b, b.getI32Type(), offsetPointer(index)));
   }
 
   Value barrier(int64_t regionBytes, Value stage) {
@@ -311,8 +333,8 @@ private:
         Value rowInExpert = mul(localTile, idx(cfg.tileM * cfg.cluster));
         if (cfg.cluster > 1)
           rowInExpert = add(rowInExpert, mul(clusterRank, idx(cfg.tileM)));
-        tile.rowBegin = add(loadIndex(args.offsets, tileExpert), rowInExpert);
-        tile.rowEnd = loadIndex(args.offsets, add(tileExpert, idx(1)));
+        tile.rowBegin = add(offsetAt(tileExpert), rowInExpert);
+        tile.rowEnd = offsetAt(add(tileExpert, idx(1)));
         tile.nTile = nTile;
         tile.kTiles = idx(kTiles);
         body(tile, kBefore, divu(sub(item, first), grid));
@@ -354,8 +376,8 @@ private:
     Value tiles = guarded(
         inRange, indexType,
         [&] {
-          Value begin = loadIndex(args.offsets, current);
-          Value end = loadIndex(args.offsets, add(current, idx(1)));
+          Value begin = offsetAt(current);
+          Value end = offsetAt(add(current, idx(1)));
           return ceilDiv(sub(end, begin), cfg.tileM * cfg.cluster);
         },
         idx(0));
@@ -802,7 +824,7 @@ private:
   Value shared;        // memref<elements x T, 3>, 1024-byte aligned
   Value sharedAddress; // its shared-window address (i64)
   int64_t bBaseBytes = 0, fullBarrierBytes = 0, emptyBarrierBytes = 0;
-  int64_t turnBarrierBytes = 0;
+  int64_t turnBarrierBytes = 0, offsetsBytes = 0;
 };
 
 LogicalResult lowerHopperGroupedGemm(moe::GroupedGemmOp op,

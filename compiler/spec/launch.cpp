@@ -61,10 +61,12 @@ int hopperThreads(const Schedule &schedule) {
 int64_t hopperSharedBytes(const GemmProblem &problem) {
   const HopperTileLayout layout = hopperTileLayout(problem.schedule.tile);
   // Per stage: the A and B tiles and two 8-byte mbarriers (full, empty);
-  // two mbarriers that order the ping-pong consumers' main loops.
+  // two mbarriers that order the ping-pong consumers' main loops; a copy of
+  // the expert offsets (E + 1 int32).
   return problem.schedule.stages *
              (layout.aStageBytes + layout.bStageBytes + 2 * HopperTileLayout::kBarrierBytes) +
-         2 * HopperTileLayout::kBarrierBytes + HopperTileLayout::kAlignBytes;
+         2 * HopperTileLayout::kBarrierBytes + (problem.experts + 1) * 4 +
+         HopperTileLayout::kAlignBytes;
 }
 
 KernelPath selectKernelPath(const GemmProblem &problem, const Target &target) {

@@ -80,8 +80,8 @@ TEST(KernelPath, HopperForVarlenMOnSm90a) {
   // A producer warpgroup and two consumer warpgroups for 128 rows.
   EXPECT_EQ(shape.block[0], 384u);
   // Four stages of A and B tiles, two 8-byte mbarriers per stage, two turn
-  // mbarriers, the slack for the 1024-byte alignment.
-  EXPECT_EQ(shape.sharedBytes, 4u * ((128 + 128) * 128 + 16) + 16 + 1024);
+  // mbarriers, the experts' offsets, the slack for the 1024-byte alignment.
+  EXPECT_EQ(shape.sharedBytes, 4u * ((128 + 128) * 128 + 16) + 16 + (p.experts + 1) * 4 + 1024);
   // Persistent: (8 + 8) * 16 work items on at most one CTA per SM.
   EXPECT_EQ(shape.grid[0], 132u);
   EXPECT_EQ(shape.grid[1], 1u);
