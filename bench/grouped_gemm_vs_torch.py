@@ -279,6 +279,11 @@ def run_moejit(moejit, cell, gemm, routing_path, iters, workdir, arch=None,
     result = dict(kernel, exit=completed.returncode, device=report.get("device"))
     ms = kernel.get("median_ms") or 0
     result["tflops_here"] = cell.flops(gemm) / (ms * 1e-3) / 1e12 if ms > 0 else None
+    # up_proj also runs with H not stored (C = null: act(H) only, the
+    # inference forward's launch).
+    act_ms = kernel.get("act_only_median_ms") or 0
+    result["act_only_tflops_here"] = (cell.flops(gemm) / (act_ms * 1e-3) / 1e12
+                                      if act_ms > 0 else None)
     flops = kernel.get("flops")
     if flops and abs(flops - cell.flops(gemm)) > 1e-3 * cell.flops(gemm):
         result["warning"] = f"moejit counts {flops:.4g} FLOPs, this script {cell.flops(gemm):.4g}"
@@ -436,6 +441,8 @@ def judge(entry, target):
     moejit_tflops = entry["moejit"].get("tflops_here")
     torch_tflops = entry["torch"].get("grouped_mm", {}).get("tflops")
     entry["ratio"] = moejit_tflops / torch_tflops if moejit_tflops and torch_tflops else None
+    act_only = entry["moejit"].get("act_only_tflops_here")
+    entry["ratio_act_only"] = act_only / torch_tflops if act_only and torch_tflops else None
     entry["target"] = target
     entry["met"] = None if entry["ratio"] is None or target is None else entry["ratio"] >= target
     return entry
@@ -452,8 +459,8 @@ def format_table(name, cell, routing, grouped_stats, gemms):
         lines += [f"{grouped_stats['empty']} of {cell.E} experts empty, largest expert "
                   f"{grouped_stats['largest']} rows (mean {cell.rows / cell.E:.0f})", ""]
     lines += ["| GEMM | moejit | moejit check | torch._grouped_mm | torch unfused | dense mm "
-              "| moejit/_grouped_mm | target | |",
-              "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | --- |"]
+              "| moejit/_grouped_mm | target | | moejit act only | act only/_grouped_mm |",
+              "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: |"]
     for gemm, entry in gemms.items():
         m, t = entry["moejit"], entry["torch"]
         if "error" in m:
@@ -466,11 +473,12 @@ def format_table(name, cell, routing, grouped_stats, gemms):
         verdict = {True: "met", False: "missed", None: "—"}[entry["met"]]
         if target is not None and entry["met"] is None:
             verdict = "n/a"
-        lines.append("| {} | {} | {} | {} | {} | {} | {} | {} | {} |".format(
+        lines.append("| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |".format(
             gemm, _num(m.get("tflops_here")), check,
             _num(t.get("grouped_mm", {}).get("tflops")), _num(t.get("pipeline", {}).get("tflops")),
             _num(t.get("dense", {}).get("tflops")), _num(entry["ratio"], "{:.2f}x"),
-            _num(target, ">= {:.2f}x"), verdict))
+            _num(target, ">= {:.2f}x"), verdict, _num(m.get("act_only_tflops_here")),
+            _num(entry.get("ratio_act_only"), "{:.2f}x")))
     notes = []
     for gemm, entry in gemms.items():
         for side in ("moejit", "torch"):
@@ -482,7 +490,9 @@ def format_table(name, cell, routing, grouped_stats, gemms):
         lines += [""] + [f"- {note}" for note in notes]
     lines.append("")
     lines.append("torch unfused: index_select gather + _grouped_mm + SwiGLU (up_proj), "
-                 "_grouped_mm + score scaling (down_proj).")
+                 "_grouped_mm + score scaling (down_proj). moejit's up_proj writes H and "
+                 "act(H) (a training forward); act only: the same kernel with H not stored "
+                 "(C = null, an inference forward).")
     return "\n".join(lines)
 
 
@@ -493,9 +503,10 @@ def summary_lines(results):
             if entry["target"] is None:
                 continue
             verdict = {True: "met", False: "MISSED", None: "not measured"}[entry["met"]]
+            act_only = entry.get("ratio_act_only")
             lines.append(f"{record['name']:<13} {record['routing']:<8} {gemm:<9} "
                          f"{_num(entry['ratio'], '{:.2f}x'):>6} (target {entry['target']:.2f}x) "
-                         f"{verdict}")
+                         f"{verdict}" + (f"; act only {act_only:.2f}x" if act_only else ""))
     return lines
 
 
@@ -602,7 +613,8 @@ json.dump({"device": "fake", "arch": "sm_90a", "tokens": int(opt["--tokens"]),
            "routing": opt["--routing"], "seed": 1, "kernels": [{
            "layer": opt["--layer"], "gemm": "up_proj", "path": "hopper", "rows": rows * k,
            "m": rows * k, "n": 2 * 768, "k": 2048, "flops": 2.0 * rows * k * 2048 * 1536,
-           "median_ms": 1.0, "tflops": 0, "rel_err": 1.5e-3, "non_finite": 0, "pass": True}]},
+           "median_ms": 1.0, "tflops": 0, "act_only_median_ms": 0.8, "act_only_tflops": 0,
+           "rel_err": 1.5e-3, "non_finite": 0, "pass": True}]},
           open(opt["--json"], "w"))
 '''
 
@@ -736,6 +748,8 @@ def self_test():
         up = run_moejit(fake, cell, "up_proj", path1, 20, tmp)
         check("error" not in up and up["pass"] and up["rows"] == 64 * 8, f"moejit JSON: {up}")
         check(abs(up["tflops_here"] - cell.flops("up_proj") / 1e-3 / 1e12) < 1e-9, "TFLOP/s")
+        check(abs(up["act_only_tflops_here"] - cell.flops("up_proj") / 0.8e-3 / 1e12) < 1e-9,
+              "act-only TFLOP/s")
         check("warning" not in up, "FLOP counts agree")
         down = run_moejit(fake, cell, "down_proj", path1, 20, tmp)
         check("error" in down and "simulated failure" in down["log"], f"failure kept: {down}")
@@ -745,7 +759,8 @@ def self_test():
     # Tables and targets, with a missing side.
     cell = CELLS["sonic7b"]
     gemms = {
-        "up_proj": judge({"moejit": {"tflops_here": 330.0, "pass": True, "rel_err": 1.6e-3},
+        "up_proj": judge({"moejit": {"tflops_here": 330.0, "pass": True, "rel_err": 1.6e-3,
+                                     "act_only_tflops_here": 360.0},
                           "torch": {"grouped_mm": {"tflops": 300.0}, "pipeline": {"tflops": 200.0},
                                     "dense": {"tflops": 600.0}}}, 1.1),
         "down_proj": judge({"moejit": {"error": "exit 3"},
@@ -759,15 +774,16 @@ def self_test():
     table = format_table("sonic7b", cell, "zipf", {"empty": 3, "largest": 9000}, gemms)
     rows = [line for line in table.splitlines() if line.startswith("| up_proj")
             or line.startswith("| down_proj")]
-    check(len(rows) == 2 and all(r.count("|") == 10 for r in rows), "table rows")
-    check("| 330.0 | PASS 1.6e-03 | 300.0 | 200.0 | 600.0 | 1.10x | >= 1.10x | met |" in table,
-          f"up_proj row:\n{table}")
+    check(len(rows) == 2 and all(r.count("|") == 12 for r in rows), "table rows")
+    check("| 330.0 | PASS 1.6e-03 | 300.0 | 200.0 | 600.0 | 1.10x | >= 1.10x | met | 360.0 "
+          "| 1.20x |" in table, f"up_proj row:\n{table}")
     check("| ERROR |" in table and "down_proj moejit: exit 3" in table and "n/a" in table,
           f"down_proj row:\n{table}")
     check("zipf:1.5" in table, "routing named")
     results = {"cells": [{"name": "sonic7b", "routing": "zipf", "gemms": gemms}]}
     summary = summary_lines(results)
     check(len(summary) == 2 and "met" in summary[0] and "not measured" in summary[1], "summary")
+    check("act only 1.20x" in summary[0], f"act-only ratio in the summary: {summary[0]}")
     check(has_failure(results), "a moejit error is a failure")
     json.dumps(results)
     print(f"self-test: {checks} checks passed")

@@ -510,6 +510,13 @@ void GroupedGemmEmitter::emitActivationRow(Value nTile, Value outRow, Value rowV
   const bool gated = isGated(attrs.activation);
   Value rowBase = mul(outRow, idx(attrs.cColumns));
   Value auxRow = mul(outRow, idx(attrs.auxColumns));
+  // H (C) is optional when act(H) goes to aux_out: an inference forward
+  // passes C = null and the kernel writes act(H) only (docs/kernel-abi.md).
+  Value storesH;
+  if (attrs.activation != moe::Activation::None) {
+    Value cAddress = memref::ExtractAlignedPointerAsIndexOp::create(b, args.c);
+    storesH = arith::CmpIOp::create(b, arith::CmpIPredicate::ne, cAddress, idx(0));
+  }
   SmallVector<SmallVector<Value>> blocks;
   SmallVector<Value> blockValid;
   // Gate/up halves with wide stores: gate blocks j, j+1 (16 columns) per
@@ -541,9 +548,10 @@ void GroupedGemmEmitter::emitActivationRow(Value nTile, Value outRow, Value rowV
       Value column = add(span, quadSpanColumn());
       Value valid = land(rowValid, lt(span, idx(attrs.n / 2)));
       Value cOffset = add(rowBase, column);
-      storeSpanWords(args.c, cOffset, quadSpanWords(word(0, 0), word(1, 0)), valid);
+      Value hValid = land(valid, storesH);
+      storeSpanWords(args.c, cOffset, quadSpanWords(word(0, 0), word(1, 0)), hValid);
       storeSpanWords(args.c, add(cOffset, idx(attrs.n / 2)), quadSpanWords(word(0, 1), word(1, 1)),
-                     valid);
+                     hValid);
       storeSpanWords(args.auxOut, add(auxRow, column), quadSpanWords(act(0), act(1)), valid);
       return Value();
     });
@@ -574,10 +582,13 @@ void GroupedGemmEmitter::emitActivationRow(Value nTile, Value outRow, Value rowV
     blockValid.clear();
   emitBlockLoop(blocks, rowValid, blockValid, /*sums=*/false, [&](ArrayRef<Value> block) {
     Value cOffset = block[0], auxOffset = block[1], v0 = block[2], v1 = block[3];
-    storePair(args.c, cOffset, v0, v1);
+    auto storeH = [&](Value offset, Value first, Value second) {
+      whenSet(storesH, [&] { storePair(args.c, offset, first, second); });
+    };
+    storeH(cOffset, v0, v1);
     if (paired) {
       Value u0 = block[4], u1 = block[5];
-      storePair(args.c, add(cOffset, idx(attrs.n / 2)), u0, u1);
+      storeH(add(cOffset, idx(attrs.n / 2)), u0, u1);
       storePair(args.auxOut, auxOffset, activation(v0, u0), activation(v1, u1));
     } else if (gated) {
       memref::StoreOp::create(b, toElement(activation(v0, v1)), args.auxOut, ValueRange{auxOffset});

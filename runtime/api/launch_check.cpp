@@ -40,6 +40,7 @@ void checkPointer(const GemmProblem &problem, std::string_view kernelName, const
 
 GemmOperands requiredOperands(const GemmProblem &problem) {
   GemmOperands needs;
+  needs.c = !(problem.epilogue == Epilogue::ActForward && problem.activation != Activation::None);
   needs.auxIn = problem.epilogue == Epilogue::DActivation;
   needs.auxOut =
       problem.epilogue == Epilogue::ActForward || problem.epilogue == Epilogue::DActivation;
@@ -60,7 +61,7 @@ void checkLaunchArgs(const GemmProblem &problem, const GemmArgs &args,
   const GemmOperands needs = requiredOperands(problem);
   checkPointer(problem, kernelName, args.a, "a", true, kMatrixAlignment);
   checkPointer(problem, kernelName, args.b, "b", true, kMatrixAlignment);
-  checkPointer(problem, kernelName, args.c, "c", true, kMatrixAlignment);
+  checkPointer(problem, kernelName, args.c, "c", needs.c, kMatrixAlignment);
   checkPointer(problem, kernelName, args.auxIn, "auxIn", needs.auxIn, kMatrixAlignment);
   checkPointer(problem, kernelName, args.auxOut, "auxOut", needs.auxOut, kMatrixAlignment);
   checkPointer(problem, kernelName, args.offsets, "offsets", true, kVectorAlignment);

@@ -210,8 +210,14 @@ ForwardResult MoeLayer::forward(const Stream &stream, const ForwardArgs &args,
   KernelArgs up;
   up.a = args.x;
   up.b = args.w1;
-  up.c = result.h;
-  up.auxOut = layer_.activation == Activation::None ? 0 : result.act;
+  // Without keepH nothing reads H (the down-projection reads act(H)), so
+  // the up-projection writes act(H) only: a third of its output bytes for a
+  // gated activation. With activation none, act(H) is H itself.
+  const bool hasAct = layer_.activation != Activation::None;
+  up.c = hasAct && !args.options.keepH ? 0 : result.h;
+  up.auxOut = hasAct ? result.act : 0;
+  if (up.c == 0)
+    result.h = 0;
   up.offsets = routing.offsets;
   up.gather = routing.gather;
   up.scale = routing.scale;

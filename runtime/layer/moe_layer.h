@@ -92,6 +92,8 @@ public:
 // `ForwardArgs::h`) is reused.
 struct ForwardResult {
   RoutingBuffers routing; // offsets[E] on the GPU is the row total R
+  // h is 0 when H was not written (no keepH and an activation: the
+  // up-projection then writes act(H) only).
   CUdeviceptr h = 0, act = 0, y = 0;
   int64_t maxRows = 0;
 };

@@ -169,11 +169,16 @@ std::string formatError(const Comparison &comparison) {
 } // namespace
 
 double GemmRunResult::relativeError() const {
-  return auxOut ? std::max(c.relativeError, auxOut->relativeError) : c.relativeError;
+  double worst = auxOut ? std::max(c.relativeError, auxOut->relativeError) : c.relativeError;
+  return actOnly ? std::max(worst, actOnly->relativeError) : worst;
 }
 
 double GemmRunResult::tflops() const {
   return medianMs > 0 ? flops / (medianMs * 1e-3) / 1e12 : 0.0;
+}
+
+double GemmRunResult::actOnlyTflops() const {
+  return actOnlyMs > 0 ? flops / (actOnlyMs * 1e-3) / 1e12 : 0.0;
 }
 
 double gemmFlops(const GemmProblem &problem, int64_t totalRows) {
@@ -287,6 +292,21 @@ GemmRunResult runGemm(const Gpu &gpu, Function &kernel, const LayerSpec &layer,
                                 layout.auxOutColumns, aux.compared);
   }
 
+  // The up-projection again with C = null: act(H) alone must come out the
+  // same (the kernel skips H's stores and touches no C).
+  KernelArgs actOnlyArgs = args;
+  const bool actOnly = kind == GemmKind::UpProj && layer.activation != Activation::None;
+  if (actOnly) {
+    actOnlyArgs.c = 0;
+    auxOut.fillBytes(kPoisonByte);
+    launchKernel(kernel, shape, actOnlyArgs, stream);
+    stream.synchronize();
+    const ReadBack<uint16_t> aux = readBack<uint16_t>(gpu, auxOut, layout.auxOutColumns, plan);
+    result.nonFiniteOutputs += countNonFinite(aux.values, layer.dtype);
+    result.actOnly = compareRows(reference.auxOut, asSpan(aux.values), layer.dtype,
+                                 layout.auxOutColumns, aux.compared);
+  }
+
   std::vector<std::string> failures;
   if (result.nonFiniteOutputs > 0)
     failures.push_back(fmt::format("{} output elements are NaN/inf or were never written",
@@ -297,16 +317,19 @@ GemmRunResult runGemm(const Gpu &gpu, Function &kernel, const LayerSpec &layer,
   if (result.auxOut && !(result.auxOut->relativeError <= settings.tolerance))
     failures.push_back(fmt::format("aux_out relative error {} > {}", formatError(*result.auxOut),
                                    settings.tolerance));
+  if (result.actOnly && !(result.actOnly->relativeError <= settings.tolerance))
+    failures.push_back(fmt::format("aux_out relative error with C = null {} > {}",
+                                   formatError(*result.actOnly), settings.tolerance));
   result.passed = failures.empty();
   for (const std::string &failure : failures)
     result.failure += (result.failure.empty() ? "" : "; ") + failure;
 
-  if (settings.iters > 0) {
+  DeviceBuffer flush;
+  if (settings.iters > 0 && settings.flushL2)
+    flush = gpu.allocate(l2FlushBytes(gpu));
+  auto medianMs = [&](const KernelArgs &launchArgs) {
     for (int i = 0; i < settings.warmup; ++i)
-      launchKernel(kernel, shape, args, stream);
-    DeviceBuffer flush;
-    if (settings.flushL2)
-      flush = gpu.allocate(l2FlushBytes(gpu));
+      launchKernel(kernel, shape, launchArgs, stream);
     std::vector<Event> starts, stops;
     for (int i = 0; i < settings.iters; ++i) {
       starts.push_back(gpu.createEvent());
@@ -316,7 +339,7 @@ GemmRunResult runGemm(const Gpu &gpu, Function &kernel, const LayerSpec &layer,
       if (settings.flushL2)
         flush.fillBytesAsync(static_cast<uint8_t>(i), stream); // before the pair: untimed
       starts[i].record(stream);
-      launchKernel(kernel, shape, args, stream);
+      launchKernel(kernel, shape, launchArgs, stream);
       stops[i].record(stream);
     }
     stream.synchronize();
@@ -324,7 +347,12 @@ GemmRunResult runGemm(const Gpu &gpu, Function &kernel, const LayerSpec &layer,
     for (int i = 0; i < settings.iters; ++i)
       times[i] = stops[i].millisecondsSince(starts[i]);
     std::nth_element(times.begin(), times.begin() + times.size() / 2, times.end());
-    result.medianMs = times[times.size() / 2];
+    return times[times.size() / 2];
+  };
+  if (settings.iters > 0) {
+    result.medianMs = medianMs(args);
+    if (actOnly)
+      result.actOnlyMs = medianMs(actOnlyArgs);
   }
   return result;
 }
@@ -403,6 +431,13 @@ bool runLayer(const RunContext &run, const Gpu &gpu, const Target &target, const
           fmt::format("  (checked {} of {} output rows)", result.checkedRows, result.outputRows);
     if (options.iters > 0)
       line += fmt::format("  {:.3f} ms  {:.1f} TFLOP/s", result.medianMs, result.tflops());
+    if (result.actOnly) {
+      line += fmt::format("\n  {:<10} {}  act only (C = null): err act {}", "",
+                          result.passed ? "PASS" : "FAIL", formatError(*result.actOnly));
+      if (options.iters > 0)
+        line += fmt::format("  {:.3f} ms  {:.1f} TFLOP/s", result.actOnlyMs,
+                            result.actOnlyTflops());
+    }
     run.out << line << "\n";
     if (!result.passed)
       run.out << "             " << result.failure << "\n";
@@ -526,6 +561,10 @@ std::string runResultsJson(const std::string &device, const std::string &arch,
                     {"flops", r.flops},
                     {"median_ms", k.timed ? json(r.medianMs) : json(nullptr)},
                     {"tflops", k.timed ? json(r.tflops()) : json(nullptr)},
+                    {"act_only_median_ms",
+                     k.timed && r.actOnly ? json(r.actOnlyMs) : json(nullptr)},
+                    {"act_only_tflops",
+                     k.timed && r.actOnly ? json(r.actOnlyTflops()) : json(nullptr)},
                     {"rel_err", r.relativeError()},
                     {"non_finite", r.nonFiniteOutputs},
                     {"pass", r.passed}});

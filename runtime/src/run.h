@@ -93,13 +93,19 @@ struct GemmRunResult {
   int64_t checkedRows = 0, outputRows = 0;
   bool passed = false;
   double medianMs = 0; // when timed
+  // The up-projection with an activation also runs with C = null (act(H)
+  // only, what an inference forward launches): act checked again, timed
+  // the same way; absent for the other GEMMs.
+  std::optional<Comparison> actOnly;
+  double actOnlyMs = 0;
   double flops = 0;
   std::string failure; // why it failed, empty when passed
   GemmCheckPlan plan;  // what was made, uploaded and read back
-  // The worse relative error of C and aux_out.
+  // The worst relative error of C and aux_out (of both runs).
   double relativeError() const;
-  // flops / medianMs, 0 when not timed.
+  // flops / medianMs (actOnlyMs), 0 when not timed.
   double tflops() const;
+  double actOnlyTflops() const;
 };
 
 // Runs one GEMM of `layer` with `kernel` (of a module of `gpu`) on the

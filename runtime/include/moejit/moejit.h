@@ -67,8 +67,12 @@ struct GemmArgs {
   int64_t totalRows = 0;            // R = offsets[E]; 0 .. INT32_MAX
 };
 
-// The optional operands a GEMM reads or writes (a, b, c and offsets always).
+// The optional operands a GEMM reads or writes (a, b and offsets always).
 struct GemmOperands {
+  // C: always, except for the forward activation epilogue with an
+  // activation: H is then optional (null: only act(H) is written, what an
+  // inference forward needs).
+  bool c = true;
   bool auxIn = false;
   bool auxOut = false;
   bool gather = false;

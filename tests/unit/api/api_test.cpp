@@ -87,8 +87,9 @@ TEST(LaunchCheck, RequiredOperandsFollowTheAbi) {
   const GemmOperands up = requiredOperands(problemOf(GemmKind::UpProj));
   EXPECT_TRUE(up.auxOut && up.gather);
   EXPECT_FALSE(up.auxIn || up.scale);
+  EXPECT_FALSE(up.c); // H is optional: null writes act(H) only
   const GemmOperands down = requiredOperands(problemOf(GemmKind::DownProj));
-  EXPECT_TRUE(down.scale);
+  EXPECT_TRUE(down.c && down.scale);
   EXPECT_FALSE(down.auxIn || down.auxOut || down.gather);
   const GemmOperands dh = requiredOperands(problemOf(GemmKind::DH));
   EXPECT_TRUE(dh.auxIn && dh.auxOut && dh.gather && dh.scale);

@@ -34,6 +34,8 @@ TEST(RunJson, HoldsTheSchemaKeysInOrder) {
   options.seed = 7;
   std::vector<KernelRunRecord> kernels = {record(GemmKind::UpProj, true),
                                           record(GemmKind::DW1, false)};
+  kernels[0].result.actOnly = Comparison{5e-3, 0};
+  kernels[0].result.actOnlyMs = 0.25;
   kernels[1].path = KernelPath::Portable;
   kernels[1].result.c = Comparison{std::numeric_limits<double>::infinity(), 3};
   kernels[1].result.auxOut.reset();
@@ -59,14 +61,17 @@ TEST(RunJson, HoldsTheSchemaKeysInOrder) {
     keys.push_back(key);
   EXPECT_EQ(keys,
             (std::vector<std::string>{"layer", "gemm", "path", "rows", "m", "n", "k", "flops",
-                                      "median_ms", "tflops", "rel_err", "non_finite", "pass"}));
+                                      "median_ms", "tflops", "act_only_median_ms",
+                                      "act_only_tflops", "rel_err", "non_finite", "pass"}));
   EXPECT_EQ(up["gemm"], "up_proj");
   EXPECT_EQ(up["path"], "hopper");
   EXPECT_EQ(up["rows"], 1024);
   EXPECT_EQ(up["n"], 512);
   EXPECT_DOUBLE_EQ(up["median_ms"].get<double>(), 0.5);
   EXPECT_DOUBLE_EQ(up["tflops"].get<double>(), 2.0 * 512 * 256 * 1024 / 0.5e-3 / 1e12);
-  EXPECT_DOUBLE_EQ(up["rel_err"].get<double>(), 4e-3); // the worse of C and aux_out
+  EXPECT_DOUBLE_EQ(up["act_only_median_ms"].get<double>(), 0.25);
+  EXPECT_DOUBLE_EQ(up["act_only_tflops"].get<double>(), 2.0 * 512 * 256 * 1024 / 0.25e-3 / 1e12);
+  EXPECT_DOUBLE_EQ(up["rel_err"].get<double>(), 5e-3); // the worst of C and aux_out (both runs)
   EXPECT_EQ(up["non_finite"], 0);
   EXPECT_EQ(up["pass"], true);
 
@@ -75,6 +80,7 @@ TEST(RunJson, HoldsTheSchemaKeysInOrder) {
   EXPECT_EQ(dw1["path"], "portable");
   EXPECT_TRUE(dw1["median_ms"].is_null()); // not timed
   EXPECT_TRUE(dw1["tflops"].is_null());
+  EXPECT_TRUE(dw1["act_only_median_ms"].is_null()); // not an up-projection
   EXPECT_TRUE(dw1["rel_err"].is_null()); // infinite: NaN in the outputs
   EXPECT_EQ(dw1["non_finite"], 3);
   EXPECT_EQ(dw1["pass"], false);
