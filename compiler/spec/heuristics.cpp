@@ -85,14 +85,20 @@ Schedule defaultSchedule(const LayerSpec &layer, GemmKind kind, const Target &ta
 
   // Stages: as deep as shared memory allows, up to 4 (a fifth stage bought
   // nothing on an H100). If two stages of the tile do not fit (sm_86/89
-  // have 99 KiB), K halves to 32 first.
-  constexpr int kMaxStages = 4;
+  // have 99 KiB), K halves to 32 first. The Hopper path takes 3 for a long
+  // fixed K (4096 and more): on an H100 (bench/HOPPER_NOTES.md, step 11)
+  // Mixtral's down_proj (K 14336) ran 515 -> 680 TFLOP/s, dx (K 28672)
+  // 382 -> 615, dh (K 4096) 315 -> 396 and DeepSeek-V3's up_proj and dh
+  // (K 7168) +10-13%, while GEMMs of K 2048 and less lost up to 14% (Qwen3
+  // up_proj 671 -> 588, the 7B down_proj 452 -> 380).
+  constexpr int64_t kLongK = 4096;
+  const int maxStages = wgmmaPath && p.k >= kLongK ? 3 : 4;
   auto fits = [&](const Schedule &candidate) {
     return pipelineSharedBytes(makeGemmProblem(layer, GemmSpec{kind, candidate})) <=
            target.maxSharedBytesPerBlock;
   };
   for (;;) {
-    for (int stages = kMaxStages; stages >= 2; --stages) {
+    for (int stages = maxStages; stages >= 2; --stages) {
       Schedule candidate = s;
       candidate.stages = stages;
       if (fits(candidate))

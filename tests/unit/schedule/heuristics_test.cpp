@@ -67,6 +67,21 @@ TEST(DefaultSchedule, FewerStagesWhenSharedMemoryIsSmall) {
   EXPECT_LT(tight.stages, roomy.stages);
 }
 
+// Hopper GEMMs of a long fixed K take 3 stages, short ones 4
+// (bench/HOPPER_NOTES.md, step 11).
+TEST(DefaultSchedule, LongKTakesThreeStagesOnTheHopperPath) {
+  const LayerSpec mixtral = makeLayer("mixtral", 4096, 14336, 8, 2);
+  const Target sm90a = Target::fromArch("sm_90a");
+  EXPECT_EQ(defaultSchedule(mixtral, GemmKind::DownProj, sm90a).stages, 3); // K 14336
+  EXPECT_EQ(defaultSchedule(mixtral, GemmKind::DX, sm90a).stages, 3);       // K 28672
+  EXPECT_EQ(defaultSchedule(mixtral, GemmKind::UpProj, sm90a).stages, 3);   // K 4096
+  EXPECT_EQ(defaultSchedule(qwen3(), GemmKind::UpProj, sm90a).stages, 4);   // K 2048
+  EXPECT_EQ(defaultSchedule(sonic7b(), GemmKind::DownProj, sm90a).stages, 4);
+  // Not on the portable path, nor for the varlen-K weight gradients.
+  EXPECT_EQ(defaultSchedule(mixtral, GemmKind::DownProj, Target::fromArch("sm_90")).stages, 4);
+  EXPECT_EQ(defaultSchedule(mixtral, GemmKind::DW1, sm90a).stages, 4);
+}
+
 // The portable path's tiles, measured best on an H100 (bench/NOTES.md).
 TEST(DefaultSchedule, PortableTilesAre128x256WithTallTilesForUpProjAndDw2) {
   const Target sm80 = Target::fromArch("sm_80");
