@@ -171,7 +171,11 @@ void buildGroupedGemm(OpBuilder &builder, const GemmProblem &p,
       moe::KernelPathAttr::get(ctx, toDialect(path)),
       path == KernelPath::Hopper && hopperPingPong(p.schedule) ? builder.getUnitAttr()
                                                               : UnitAttr(),
-      builder.getI64IntegerAttr(path == KernelPath::Hopper ? hopperClusterSize(p, target) : 1));
+      builder.getI64IntegerAttr(path == KernelPath::Hopper ? hopperClusterSize(p, target) : 1),
+      path == KernelPath::Hopper && !hopperPingPong(p.schedule) &&
+              p.schedule.raster == Raster::AlongM
+          ? builder.getUnitAttr()
+          : UnitAttr());
   (void)op;
 }
 

@@ -99,6 +99,9 @@ LogicalResult GroupedGemmOp::verify() {
     return emitOpError("ping_pong needs path = hopper and tile m = 64 (each "
                        "consumer warpgroup owns a 64-row tile), got tile m = ")
            << tile[0];
+  if (getRasterAlongM() && (getPath() != KernelPath::Hopper || getPingPong()))
+    return emitOpError("raster_along_m needs path = hopper without ping_pong (ping-pong "
+                       "consumers take turns on the N-fastest work items)");
   if (const int64_t cluster = getClusterM(); cluster != 1) {
     if (cluster != 2 && cluster != 4)
       return emitOpError("cluster_m must be 1, 2 or 4, got ") << cluster;

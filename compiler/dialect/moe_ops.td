@@ -96,7 +96,8 @@ def Moe_GroupedGemmOp : Op<Moe_Dialect, "grouped_gemm", [Symbol]> {
     DenseI64ArrayAttr:$warps,
     Moe_KernelPathAttr:$path,
     UnitAttr:$ping_pong,
-    DefaultValuedAttr<I64Attr, "1">:$cluster_m);
+    DefaultValuedAttr<I64Attr, "1">:$cluster_m,
+    UnitAttr:$raster_along_m);
   let assemblyFormat = "$sym_name attr-dict";
   let hasVerifier = 1;
 }

@@ -78,6 +78,7 @@ struct HopperConfig : GroupedGemmAttrs {
       schedule.warpgroups = WarpgroupMode::PingPong;
     threads = hopperThreads(schedule);
     cluster = op.getClusterM();
+    bandsAlongM = op.getRasterAlongM();
   }
 
   int64_t rowElements() const { return kRowBytes / elementBytes(); }
@@ -101,6 +102,8 @@ struct HopperConfig : GroupedGemmAttrs {
   // CTAs per cluster (along M): each loads 1 / cluster of the B tile and
   // multicasts it to all of them (hopperClusterSize).
   int64_t cluster = 1;
+  // raster = along_m: the work items go in bands of M tiles (forEachTile).
+  bool bandsAlongM = false;
   HopperTileLayout layout;
 };
 
@@ -296,11 +299,12 @@ private:
       grid = divu(grid, idx(cfg.cluster));
       first = divu(first, idx(cfg.cluster));
     }
-    // Many N tiles (the whole B of an expert does not stay in L2 while the
-    // CTAs in flight walk N for one M tile): bands of kBandSlots M slots,
-    // M fastest inside a band, so the CTAs in flight share ~G A tiles and
-    // ~grid / G B tiles. Not for ping-pong, whose turns count every item.
-    const bool banded = !cfg.pingPong && nTiles >= kBandMinNTiles;
+    // raster = along_m (the default for many N tiles, where the whole B of
+    // an expert does not stay in L2 while the CTAs in flight walk N for one
+    // M tile): bands of kBandSlots M slots, M fastest inside a band, so the
+    // CTAs in flight share ~G A tiles and ~grid / G B tiles. Never with
+    // ping-pong, whose turns count every item (the verifier says so).
+    const bool banded = cfg.bandsAlongM;
     auto walkSlot = [&](Value item) {
       return mul(divu(item, idx(kBandSlots * nTiles)), idx(kBandSlots));
     };
@@ -797,12 +801,9 @@ private:
   }
 
   static constexpr int64_t kWarpsPerGroup = kWarpgroupThreads / kWarpSize;
-  // Banded tile order (forEachTile) from this many N tiles on (about half
-  // an H100's SMs: fewer than two M tiles in flight), G = 16 slots. On the
-  // H100 Mixtral's up_proj (112 N tiles) went 409 -> 596 TFLOP/s with
-  // bands; its down_proj (16 N tiles, K = 14336) dropped 560 -> 406, so
-  // shapes with fewer N tiles keep the N-fastest order.
-  static constexpr int64_t kBandMinNTiles = 64, kBandSlots = 16;
+  // M slots per band of the banded tile order (raster = along_m, which the
+  // default schedule picks from 64 N tiles on).
+  static constexpr int64_t kBandSlots = 16;
   static constexpr int64_t kBarrierBytes = HopperTileLayout::kBarrierBytes;
   // With two consumer warpgroups the launch holds 384 x 168 registers; the
   // producer gives back 128 x 48 of them, the consumers take 256 x 24

@@ -80,7 +80,15 @@ Schedule defaultSchedule(const LayerSpec &layer, GemmKind kind, const Target &ta
   // stores it is 0-3% slower on an H100 (bench/HOPPER_NOTES.md, steps 5, 7).
   s.cluster = {1, 1};
   s.warpgroups = WarpgroupMode::Cooperative;
-  s.raster = Raster::AlongM;
+  // Raster: N tiles fastest (the CTAs sharing a gathered A tile run
+  // together), except on the Hopper path for 64 or more N tiles, where that
+  // streams an expert's whole B from DRAM for every M tile: bands of M tiles,
+  // M fastest inside a band (Mixtral's up_proj, 112 N tiles: 409 -> 596
+  // TFLOP/s; with bands from 16 N tiles its down_proj lost 27%).
+  constexpr int64_t kBandMinNTiles = 64;
+  // (An invalid layer may give N = 0 and a zero tile: the checker reports it.)
+  const int64_t nTiles = s.tile.n > 0 ? (p.n + s.tile.n - 1) / s.tile.n : 0;
+  s.raster = wgmmaPath && nTiles >= kBandMinNTiles ? Raster::AlongM : Raster::AlongN;
   s.persistent = false;
 
   // Stages: as deep as shared memory allows, up to 4 (a fifth stage bought

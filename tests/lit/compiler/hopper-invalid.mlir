@@ -34,3 +34,15 @@ moe.grouped_gemm @pingpong_tall {
   gate_up = #moe.gate_up<concatenated>, c_columns = 256 : i64,
   aux_columns = 0 : i64, tile = array<i64: 128, 128, 64>, stages = 4 : i64,
   warps = array<i64: 2, 2>, path = #moe.path<hopper>, ping_pong}
+
+// -----
+
+// expected-error @+1 {{raster_along_m needs path = hopper without ping_pong}}
+moe.grouped_gemm @pingpong_bands {
+  varlen = #moe.varlen<m>, element_type = bf16, experts = 8 : i64,
+  m = 0 : i64, n = 1024 : i64, k = 256 : i64,
+  a_k_contiguous = true, b_k_contiguous = false,
+  epilogue = #moe.epilogue<store>, activation = #moe.activation<swiglu>,
+  gate_up = #moe.gate_up<concatenated>, c_columns = 1024 : i64,
+  aux_columns = 0 : i64, tile = array<i64: 64, 256, 64>, stages = 4 : i64,
+  warps = array<i64: 1, 4>, path = #moe.path<hopper>, ping_pong, raster_along_m}

@@ -82,6 +82,17 @@ TEST(DefaultSchedule, LongKTakesThreeStagesOnTheHopperPath) {
   EXPECT_EQ(defaultSchedule(mixtral, GemmKind::DW1, sm90a).stages, 4);
 }
 
+// N tiles fastest, except bands of M tiles on the Hopper path from 64 N tiles.
+TEST(DefaultSchedule, RasterGoesAlongMOnlyForManyNTilesOnTheHopperPath) {
+  const LayerSpec mixtral = makeLayer("mixtral", 4096, 14336, 8, 2);
+  const Target sm90a = Target::fromArch("sm_90a");
+  EXPECT_EQ(defaultSchedule(mixtral, GemmKind::UpProj, sm90a).raster, Raster::AlongM); // 112
+  EXPECT_EQ(defaultSchedule(mixtral, GemmKind::DownProj, sm90a).raster, Raster::AlongN); // 16
+  EXPECT_EQ(defaultSchedule(qwen3(), GemmKind::UpProj, sm90a).raster, Raster::AlongN);
+  EXPECT_EQ(defaultSchedule(mixtral, GemmKind::UpProj, Target::fromArch("sm_80")).raster,
+            Raster::AlongN);
+}
+
 // The portable path's tiles, measured best on an H100 (bench/NOTES.md).
 TEST(DefaultSchedule, PortableTilesAre128x256WithTallTilesForUpProjAndDw2) {
   const Target sm80 = Target::fromArch("sm_80");
