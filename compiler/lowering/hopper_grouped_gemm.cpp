@@ -186,9 +186,9 @@ private:
   // --- shared memory ------------------------------------------------------
   // One flat array of elements: the A stages, then the B stages, then the
   // stage barriers (full, then empty; 8 bytes each), then a copy of the
-  // expert offsets. The swizzle pattern is
-  // a function of the address bits, so the base is aligned to a swizzle
-  // atom at run time (the launch asks for the slack).
+  // expert offsets. The swizzle pattern is a function of the address bits,
+  // so the base is aligned to a swizzle atom at run time (the launch asks
+  // for the slack).
   void createSharedStages() {
     Value raw = dynamicSharedBytes();
     Value rawAddress =
