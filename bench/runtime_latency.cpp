@@ -1,7 +1,8 @@
 // Latencies of the embeddable runtime (moejit/moejit.h) on a cache:
 //   cold    compile of a layer's module through the cache, per kernel
 //   disk    a warm process: a new Runtime (empty memory level) reading the
-//           module from the disk cache (and, with a GPU, loading its cubin)
+//           module from the disk cache (and, with a GPU, loading its PTX:
+//           the driver's JIT, served by its compute cache once warm)
 //   memory  an in-memory hit: KernelCache::lookup of a known key, and
 //           Runtime::kernels() of a loaded layer (key hashing included)
 //   launch  host time of GroupedGemm::launch on a cache hit (GPU only)
@@ -169,8 +170,8 @@ void benchLayer(const std::string &arch, const moejit::LayerSpec &layer, int lau
     moejit::LayerKernels loaded = warm.kernels(layer);
     loadUs.push_back(microsecondsSince(start));
   }
-  std::printf("  disk     kernels() in a warm process (disk + cubin load): %.0f us (%.0f us "
-              "per kernel; first, with the PTX link and cubin store: %.0f us)\n",
+  std::printf("  disk     kernels() in a warm process (disk + module load): %.0f us (%.0f us "
+              "per kernel; first, with the driver's PTX JIT: %.0f us)\n",
               median(loadUs), median(loadUs) / kernelsPerModule, loadUs.front());
   moejit::LayerKernels kernels = gpuRuntime.kernels(layer);
   const double hitUs = timePerCall(11, 200, [&] { (void)gpuRuntime.kernels(layer); });
