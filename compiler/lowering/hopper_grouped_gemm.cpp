@@ -137,8 +137,9 @@ public:
     lane = remu(threadId, idx(kWarpSize));
     warp = divu(threadId, idx(kWarpSize));
     warpgroup = divu(threadId, idx(kWarpgroupThreads));
-    if (cfg.cluster > 1)
-      clusterRank = remu(gpu::BlockIdOp::create(b, gpu::Dimension::x), idx(cfg.cluster));
+    clusterRank = cfg.cluster > 1
+                      ? remu(gpu::BlockIdOp::create(b, gpu::Dimension::x), idx(cfg.cluster))
+                      : idx(0);
     createSharedStages();
     copyOffsets();
     initBarriers();
@@ -334,9 +335,8 @@ private:
         CtaTile tile;
         tile.expert = tileExpert;
         Value localTile = sub(slot, tileSlotsBefore);
-        Value rowInExpert = mul(localTile, idx(cfg.tileM * cfg.cluster));
-        if (cfg.cluster > 1)
-          rowInExpert = add(rowInExpert, mul(clusterRank, idx(cfg.tileM)));
+        Value rowInExpert = add(mul(localTile, idx(cfg.tileM * cfg.cluster)),
+                                mul(clusterRank, idx(cfg.tileM)));
         tile.rowBegin = add(offsetAt(tileExpert), rowInExpert);
         tile.rowEnd = offsetAt(add(tileExpert, idx(1)));
         tile.nTile = nTile;
@@ -568,38 +568,23 @@ private:
     };
     Value kFirst = mul(kTile, idx(cfg.tileK));
     Value nFirst = mul(tile.nTile, idx(cfg.tileN));
+    // Without a cluster the rank is the constant 0 and the CTA loads
+    // every part (the arithmetic folds in LLVM).
     if (cfg.bKContiguous) {
-      if (cfg.cluster == 1) {
-        load(idx(0), kFirst, nFirst);
-        return;
-      }
       Value row = mul(clusterRank, idx(cfg.tileN / cfg.cluster));
       load(mul(row, idx(kRowBytes)), kFirst, add(nFirst, row));
       return;
     }
     const int64_t blocks = cfg.tileN / kBlockColumns;
     const int64_t half = blocks / 2;
-    if (cfg.cluster == 1) {
-      for (int64_t block = 0; block < blocks; ++block) {
-        Value column = add(nFirst, idx(block * kBlockColumns));
-        if (cfg.halvesGateUp()) { // gate blocks, then the same up blocks
-          column = add(mul(tile.nTile, idx(cfg.tileN / 2)), idx((block % half) * kBlockColumns));
-          if (block >= half)
-            column = add(column, idx(cfg.n / 2));
-        }
-        load(idx(block * cfg.tileK * kRowBytes), column, kFirst);
-      }
-      return;
-    }
     const int64_t ownBlocks = blocks / cfg.cluster;
     for (int64_t j = 0; j < ownBlocks; ++j) {
       Value block = add(mul(clusterRank, idx(ownBlocks)), idx(j));
       Value column = add(nFirst, mul(block, idx(kBlockColumns)));
-      if (cfg.halvesGateUp()) {
-        Value upper = select(lt(block, idx(half)), idx(0), idx(cfg.n / 2));
-        column = add(add(mul(tile.nTile, idx(cfg.tileN / 2)),
-                         mul(remu(block, idx(half)), idx(kBlockColumns))),
-                     upper);
+      if (cfg.halvesGateUp()) { // gate blocks, then the same up blocks
+        Value gate = add(mul(tile.nTile, idx(cfg.tileN / 2)),
+                         mul(remu(block, idx(half)), idx(kBlockColumns)));
+        column = select(lt(block, idx(half)), gate, add(gate, idx(cfg.n / 2)));
       }
       load(mul(block, idx(cfg.tileK * kRowBytes)), column, kFirst);
     }
@@ -820,7 +805,7 @@ private:
 
   const HopperConfig &cfg;
   Value threadId, warp, warpgroup;
-  Value clusterRank; // 0 without a cluster
+  Value clusterRank; // the constant 0 without a cluster
   Value consumerGroup, consumerWarp; // consumer side only
   Value shared;        // memref<elements x T, 3>, 1024-byte aligned
   Value sharedAddress; // its shared-window address (i64)

@@ -214,10 +214,10 @@ ForwardResult MoeLayer::forward(const Stream &stream, const ForwardArgs &args,
   // the up-projection writes act(H) only: a third of its output bytes for a
   // gated activation. With activation none, act(H) is H itself.
   const bool hasAct = layer_.activation != Activation::None;
-  up.c = hasAct && !args.options.keepH ? 0 : result.h;
-  up.auxOut = hasAct ? result.act : 0;
-  if (up.c == 0)
+  if (hasAct && !args.options.keepH)
     result.h = 0;
+  up.c = result.h;
+  up.auxOut = hasAct ? result.act : 0;
   up.offsets = routing.offsets;
   up.gather = routing.gather;
   up.scale = routing.scale;

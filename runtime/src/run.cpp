@@ -173,12 +173,8 @@ double GemmRunResult::relativeError() const {
   return actOnly ? std::max(worst, actOnly->relativeError) : worst;
 }
 
-double GemmRunResult::tflops() const {
-  return medianMs > 0 ? flops / (medianMs * 1e-3) / 1e12 : 0.0;
-}
-
-double GemmRunResult::actOnlyTflops() const {
-  return actOnlyMs > 0 ? flops / (actOnlyMs * 1e-3) / 1e12 : 0.0;
+double GemmRunResult::tflopsAt(double ms) const {
+  return ms > 0 ? flops / (ms * 1e-3) / 1e12 : 0.0;
 }
 
 double gemmFlops(const GemmProblem &problem, int64_t totalRows) {
@@ -280,16 +276,20 @@ GemmRunResult runGemm(const Gpu &gpu, Function &kernel, const LayerSpec &layer,
     result.c = compareRows(reference.c, asSpan(cHost.values), layer.dtype, layout.cColumns,
                            cHost.compared);
   }
+  // aux_out in the layer's dtype (act(H)), read back and compared.
+  auto compareHalfAuxOut = [&] {
+    const ReadBack<uint16_t> aux = readBack<uint16_t>(gpu, auxOut, layout.auxOutColumns, plan);
+    result.nonFiniteOutputs += countNonFinite(aux.values, layer.dtype);
+    return compareRows(reference.auxOut, asSpan(aux.values), layer.dtype, layout.auxOutColumns,
+                       aux.compared);
+  };
   if (layout.auxOutIsFloat) {
     const ReadBack<float> aux = readBack<float>(gpu, auxOut, layout.auxOutColumns, plan);
     result.nonFiniteOutputs += countNonFinite(aux.values, layer.dtype);
     result.auxOut =
         compareRows(reference.auxOut, asSpan(aux.values), layout.auxOutColumns, aux.compared);
   } else if (auxOutElements > 0) {
-    const ReadBack<uint16_t> aux = readBack<uint16_t>(gpu, auxOut, layout.auxOutColumns, plan);
-    result.nonFiniteOutputs += countNonFinite(aux.values, layer.dtype);
-    result.auxOut = compareRows(reference.auxOut, asSpan(aux.values), layer.dtype,
-                                layout.auxOutColumns, aux.compared);
+    result.auxOut = compareHalfAuxOut();
   }
 
   // The up-projection again with C = null: act(H) alone must come out the
@@ -301,10 +301,7 @@ GemmRunResult runGemm(const Gpu &gpu, Function &kernel, const LayerSpec &layer,
     auxOut.fillBytes(kPoisonByte);
     launchKernel(kernel, shape, actOnlyArgs, stream);
     stream.synchronize();
-    const ReadBack<uint16_t> aux = readBack<uint16_t>(gpu, auxOut, layout.auxOutColumns, plan);
-    result.nonFiniteOutputs += countNonFinite(aux.values, layer.dtype);
-    result.actOnly = compareRows(reference.auxOut, asSpan(aux.values), layer.dtype,
-                                 layout.auxOutColumns, aux.compared);
+    result.actOnly = compareHalfAuxOut();
   }
 
   std::vector<std::string> failures;
@@ -399,9 +396,8 @@ bool runLayer(const RunContext &run, const Gpu &gpu, const Target &target, const
   const std::string origin = compiled.compiled
                                  ? fmt::format("compiled in {:.0f} ms", compiled.compileMs)
                                  : std::string("from the kernel cache");
-  fmt::print(run.out, "  {} kernel{} for {} {}, {} in {:.1f} ms\n", kernels,
-             kernels == 1 ? "" : "s", target.arch, origin,
-             "linked and loaded", millisecondsSince(loadStart));
+  fmt::print(run.out, "  {} kernel{} for {} {}, linked and loaded in {:.1f} ms\n", kernels,
+             kernels == 1 ? "" : "s", target.arch, origin, millisecondsSince(loadStart));
 
   GemmRunSettings settings;
   settings.seed = options.seed;

@@ -104,8 +104,9 @@ struct GemmRunResult {
   // The worst relative error of C and aux_out (of both runs).
   double relativeError() const;
   // flops / medianMs (actOnlyMs), 0 when not timed.
-  double tflops() const;
-  double actOnlyTflops() const;
+  double tflops() const { return tflopsAt(medianMs); }
+  double actOnlyTflops() const { return tflopsAt(actOnlyMs); }
+  double tflopsAt(double ms) const;
 };
 
 // Runs one GEMM of `layer` with `kernel` (of a module of `gpu`) on the
