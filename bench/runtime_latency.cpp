@@ -1,8 +1,8 @@
 // Latencies of the embeddable runtime (moejit/moejit.h) on a cache:
 //   cold    compile of a layer's module through the cache, per kernel
 //   disk    a warm process: a new Runtime (empty memory level) reading the
-//           module from the disk cache (and, with a GPU, loading its PTX:
-//           the driver's JIT, served by its compute cache once warm)
+//           module from the disk cache (and, with a GPU, loading its cubin,
+//           or its PTX through the driver's JIT where the entry has none)
 //   memory  an in-memory hit: KernelCache::lookup of a known key, and
 //           Runtime::kernels() of a loaded layer (key hashing included)
 //   launch  host time of GroupedGemm::launch on a cache hit (GPU only)
@@ -164,15 +164,21 @@ void benchLayer(const std::string &arch, const moejit::LayerSpec &layer, int lau
     return;
   }
   std::vector<double> loadUs;
+  uint64_t jitLoads = 0;
   for (int i = 0; i < 5; ++i) {
     moejit::Runtime warm(optionsFor(scratch, arch, true));
     start = Clock::now();
     moejit::LayerKernels loaded = warm.kernels(layer);
     loadUs.push_back(microsecondsSince(start));
+    jitLoads += warm.stats().ptxLinks;
   }
+  // Without a cubin in the entry (no ptxas, MOEJIT_PTXAS=off) every load
+  // goes through the driver's PTX JIT; its compute cache serves the repeats
+  // unless CUDA_CACHE_DISABLE=1.
   std::printf("  disk     kernels() in a warm process (disk + module load): %.0f us (%.0f us "
-              "per kernel; first, with the driver's PTX JIT: %.0f us)\n",
-              median(loadUs), median(loadUs) / kernelsPerModule, loadUs.front());
+              "per kernel; first %.0f us; %llu of 5 loads JIT-compiled the PTX)\n",
+              median(loadUs), median(loadUs) / kernelsPerModule, loadUs.front(),
+              static_cast<unsigned long long>(jitLoads));
   moejit::LayerKernels kernels = gpuRuntime.kernels(layer);
   const double hitUs = timePerCall(11, 200, [&] { (void)gpuRuntime.kernels(layer); });
   std::printf("  memory   Runtime::kernels() of a loaded layer: %.1f us\n", hitUs);

@@ -2,6 +2,8 @@
 // -> NVPTX -> PTX, all in this process.
 #include "compiler/backend/compile.h"
 #include "compiler/backend/dialects.h"
+#include "compiler/backend/ptx_merge.h"
+#include "compiler/spec/parallel.h"
 
 #include "compiler/dialect/moe_dialect.h"
 #include "compiler/lowering/passes.h"
@@ -270,9 +272,12 @@ bool emitPtx(llvm::Module &module, llvm::TargetMachine &machine,
 
 } // namespace
 
-bool compileGemms(const std::vector<GemmProblem> &problems,
-                  const CompileOptions &options, CompileOutput &out,
-                  std::string &error) {
+namespace {
+
+// All problems in one MLIR module, one LLVM module, one PTX.
+bool compileModule(const std::vector<GemmProblem> &problems,
+                   const CompileOptions &options, CompileOutput &out,
+                   std::string &error) {
   out = CompileOutput{};
   StageClock clock;
   DialectRegistry registry;
@@ -361,6 +366,55 @@ bool compileGemms(const std::vector<GemmProblem> &problems,
   const bool emitted = emitPtx(*llvmModule, *machine, out.text, error);
   out.times.codegen = clock.lap();
   return emitted;
+}
+
+void addTimes(CompileStageTimes &sum, const CompileStageTimes &part) {
+  sum.build += part.build;
+  sum.lower += part.lower;
+  sum.translate += part.translate;
+  sum.optimize += part.optimize;
+  sum.codegen += part.codegen;
+}
+
+} // namespace
+
+// The kernels are independent, and a layer's six take 0.6-1.5 s one after
+// the other: to PTX, each is compiled on its own thread (own MLIR and LLVM
+// contexts) and the PTX modules are merged. Where the merge refuses them,
+// or a stage before PTX or a dump is asked for, they are compiled as one
+// module.
+bool compileGemms(const std::vector<GemmProblem> &problems,
+                  const CompileOptions &options, CompileOutput &out,
+                  std::string &error) {
+  if (problems.size() < 2 || options.stage != EmitStage::Ptx ||
+      !options.dumpAfter.empty())
+    return compileModule(problems, options, out, error);
+  const size_t count = problems.size();
+  std::vector<CompileOutput> parts(count);
+  std::vector<std::string> errors(count);
+  std::vector<char> compiled(count, 0);
+  parallelFor(static_cast<int64_t>(count), [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i)
+      compiled[i] = compileModule({problems[i]}, options, parts[i], errors[i]);
+  });
+  out = CompileOutput{};
+  for (size_t i = 0; i < count; ++i)
+    if (!compiled[i]) {
+      error = errors[i];
+      return false;
+    }
+  std::vector<std::string> modules;
+  for (CompileOutput &part : parts)
+    modules.push_back(std::move(part.text));
+  std::string why;
+  if (!mergePtxModules(modules, out.text, why))
+    return compileModule(problems, options, out, error);
+  for (const CompileOutput &part : parts) {
+    out.kernelNames.insert(out.kernelNames.end(), part.kernelNames.begin(),
+                           part.kernelNames.end());
+    addTimes(out.times, part.times);
+  }
+  return true;
 }
 
 } // namespace moejit

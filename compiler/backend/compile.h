@@ -29,7 +29,8 @@ struct CompileOptions {
 };
 
 // Wall time of each stage of one compileGemms call, in milliseconds (0 for
-// stages that did not run).
+// stages that did not run); summed over the kernels where they were
+// compiled on parallel threads.
 struct CompileStageTimes {
   double build = 0;     // MLIR context and the verified moe module
   double lower = 0;     // MLIR pass pipeline to the LLVM/NVVM dialects
@@ -46,8 +47,10 @@ struct CompileOutput {
 };
 
 // Builds one module with one kernel per problem and runs the pipeline to the
-// asked stage. Returns false and sets `error` (with MLIR's diagnostics) on
-// failure. Thread-safe: every call has its own MLIR and LLVM contexts.
+// asked stage (to PTX, the kernels are compiled on parallel threads and
+// their PTX merged). Returns false and sets `error` (with MLIR's
+// diagnostics) on failure. Thread-safe: every compile has its own MLIR and
+// LLVM contexts.
 bool compileGemms(const std::vector<GemmProblem> &problems,
                   const CompileOptions &options, CompileOutput &out,
                   std::string &error);

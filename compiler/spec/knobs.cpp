@@ -48,7 +48,10 @@ const std::vector<KnobInfo> &Knobs::registry() {
        "the CUDA driver library loaded with dlopen"},
       {"MOEJIT_NVRTC", "path", "libnvrtc.so.13, libnvrtc.so, then under CUDA_HOME",
        "the NVRTC library loaded with dlopen for the layer kernels"},
-      {"CUDA_HOME", "path", "/usr/local/cuda", "CUDA toolkit searched for libnvrtc"},
+      {"CUDA_HOME", "path", "/usr/local/cuda", "CUDA toolkit searched for libnvrtc and ptxas"},
+      {"MOEJIT_PTXAS", "path", "$CUDA_HOME/bin/ptxas when present",
+       "ptxas that assembles each compiled module into a cubin kept in the kernel cache; "
+       "off: leave the PTX to the driver's JIT at every load"},
       {"MOEJIT_JIT_LOG", "bool", "0",
        "1: print the driver JIT's log of each module loaded (registers, spills) to stderr"},
   };
@@ -67,6 +70,8 @@ Knobs Knobs::fromEnvironment() {
     k.nvrtc = nvrtc;
   const char *cudaHome = getEnv("CUDA_HOME");
   k.cudaHome = cudaHome && *cudaHome ? cudaHome : "/usr/local/cuda";
+  if (const char *ptxas = getEnv("MOEJIT_PTXAS"))
+    k.ptxas = ptxas;
   k.jitLog = parseBool("MOEJIT_JIT_LOG", getEnv("MOEJIT_JIT_LOG"), false);
   return k;
 }

@@ -1,6 +1,7 @@
 #include "compiler/backend/compile.h"
 #include "moejit/error.h"
 #include "runtime/api/kernel_compiler.h"
+#include "runtime/src/ptxas.h"
 
 #include <string>
 
@@ -25,6 +26,10 @@ public:
     KernelArtifact artifact;
     artifact.ptx = std::move(output.text);
     artifact.kernelNames = std::move(output.kernelNames);
+    // The cubin is assembled here, once, and kept beside the PTX, so loads
+    // skip the driver's JIT; without ptxas the PTX alone is cached.
+    if (const std::optional<std::string> ptxas = findPtxas(Knobs::fromEnvironment()))
+      artifact.cubin = assembleCubin(*ptxas, artifact.ptx, target.arch);
     return artifact;
   }
 };

@@ -3,6 +3,7 @@
 #include "moejit/error.h"
 
 #include <chrono>
+#include <optional>
 
 namespace moejit {
 
@@ -47,7 +48,17 @@ CachedModule compileThroughCache(KernelCache &cache, const CacheKey &key,
   return result;
 }
 
-Module loadModule(const Gpu &gpu, const KernelArtifact &artifact) {
+Module loadModule(const Gpu &gpu, const KernelArtifact &artifact, bool *jitCompiled) {
+  if (const std::vector<char> *cubin = artifact.cubinFor(gpu.driver().version())) {
+    std::optional<Module> module = Module::tryFromCubin(gpu, *cubin);
+    if (module) {
+      if (jitCompiled)
+        *jitCompiled = false;
+      return std::move(*module);
+    }
+  }
+  if (jitCompiled)
+    *jitCompiled = true;
   return Module::fromPtx(gpu, artifact.ptx);
 }
 

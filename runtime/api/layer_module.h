@@ -34,10 +34,9 @@ CachedModule compileThroughCache(KernelCache &cache, const CacheKey &key,
                                  const std::vector<GemmProblem> &problems, const Target &target,
                                  const KernelCompiler *compiler);
 
-// Loads `artifact` on `gpu` (its context must be current) from its PTX,
-// compiled by the driver's whole-program JIT (Module::fromPtx). Cubins an
-// earlier moejit stored in the cache were linked through cuLink
-// (relocatable code that spilled the Hopper kernels) and are not used.
-Module loadModule(const Gpu &gpu, const KernelArtifact &artifact);
+// Loads `artifact` on `gpu` (its context must be current): its cubin when it
+// has one the driver takes, else its PTX through the driver's whole-program
+// JIT (Module::fromPtx). `jitCompiled`, when given, says which it was.
+Module loadModule(const Gpu &gpu, const KernelArtifact &artifact, bool *jitCompiled = nullptr);
 
 } // namespace moejit

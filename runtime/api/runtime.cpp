@@ -200,9 +200,11 @@ std::shared_ptr<const LoadedLayer>
 RuntimeState::buildLayer(const CacheKey &key, const std::vector<GemmProblem> &problems) {
   const Gpu &device = openGpu();
   const CachedModule cached = compileThroughCache(*cache, key, problems, target, compiler.get());
-  Module module = loadModule(device, *cached.artifact);
+  bool jitCompiled = false;
+  Module module = loadModule(device, *cached.artifact, &jitCompiled);
   ++modulesLoaded;
-  ++ptxLinks; // every load JIT-compiles the PTX (loadModule)
+  if (jitCompiled)
+    ++ptxLinks;
   auto layer = std::make_shared<LoadedLayer>(LoadedLayer{std::move(module), {}});
   layer->gemms.reserve(problems.size());
   for (size_t i = 0; i < problems.size(); ++i) {

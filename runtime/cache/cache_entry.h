@@ -24,12 +24,15 @@ namespace moejit {
 struct KernelArtifact {
   std::string ptx;
   std::vector<std::string> kernelNames; // one per problem, in order
-  std::vector<char> cubin;              // empty: none cached
-  int cubinDriverVersion = 0;           // the driver whose linker made `cubin`
+  // The whole-program cubin of the PTX (runtime/src/ptxas.h); empty: none.
+  std::vector<char> cubin;
+  // The oldest driver (CUDA version, e.g. 13000) to try the cubin with; 0:
+  // any. A driver that refuses the cubin gets the PTX instead.
+  int cubinDriverVersion = 0;
 
-  // The cubin when it was linked by `driverVersion`, else null (link the PTX).
+  // The cubin to try with a driver of `driverVersion`, else null (JIT the PTX).
   const std::vector<char> *cubinFor(int driverVersion) const {
-    return !cubin.empty() && cubinDriverVersion == driverVersion ? &cubin : nullptr;
+    return !cubin.empty() && cubinDriverVersion <= driverVersion ? &cubin : nullptr;
   }
   friend bool operator==(const KernelArtifact &, const KernelArtifact &) = default;
 };

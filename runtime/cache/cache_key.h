@@ -31,8 +31,8 @@ CacheKeyFields currentKeyFields(std::vector<GemmProblem> problems, const Target 
                                 std::string codeKnobs = {});
 
 // The CUDA driver version is deliberately not part of the key: the PTX does
-// not depend on it. A cached cubin records the driver that linked it
-// (KernelArtifact::cubinDriverVersion) and is used only by that driver.
+// not depend on it. A cached cubin is tried on load and a driver that
+// refuses it gets the PTX (KernelArtifact::cubinFor).
 class CacheKey {
 public:
   explicit CacheKey(const CacheKeyFields &fields);

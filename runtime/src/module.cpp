@@ -59,6 +59,19 @@ Module Module::fromCubin(const Gpu &gpu, const std::vector<char> &cubin) {
   return Module(gpu.context(), module);
 }
 
+std::optional<Module> Module::tryFromCubin(const Gpu &gpu, const std::vector<char> &cubin) {
+  const CudaDriver &cu = gpu.driver();
+  CUmodule module = nullptr;
+  const CUresult result = cu.cuModuleLoadDataEx.fn(&module, cubin.data(), 0u, nullptr, nullptr);
+  if (result == CUDA_SUCCESS)
+    return Module(gpu.context(), module);
+  if (Knobs::fromEnvironment().jitLog)
+    std::fprintf(stderr,
+                 "moejit: the driver refused the cached cubin (%s); JIT-compiling the PTX\n",
+                 cu.describe(result).c_str());
+  return std::nullopt;
+}
+
 Module::Module(Module &&other) noexcept
     : context_(std::move(other.context_)), module_(std::exchange(other.module_, nullptr)) {}
 
@@ -151,9 +164,8 @@ void setWeightMap(const CudaDriver &cu, const GemmProblem &problem, const Target
   const cuuint64_t strides[2] = {shape.strideBytes[0], shape.strideBytes[1]};
   const cuuint32_t box[3] = {shape.box[0], shape.box[1], shape.box[2]};
   const cuuint32_t elementStrides[3] = {1, 1, 1};
-  const CUtensorMapDataType type = problem.dtype == DType::BF16
-                                       ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16
-                                       : CU_TENSOR_MAP_DATA_TYPE_FLOAT16;
+  const CUtensorMapDataType type = problem.dtype == DType::BF16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16
+                                                                : CU_TENSOR_MAP_DATA_TYPE_FLOAT16;
   // The 128B swizzle is the layout wgmma's descriptors read; elements
   // outside the tensor (N and K tails) arrive as zeros.
   const CUresult result = cu.cuTensorMapEncodeTiled.fn(
@@ -163,8 +175,8 @@ void setWeightMap(const CudaDriver &cu, const GemmProblem &problem, const Target
   if (result != CUDA_SUCCESS)
     throw Error("cuTensorMapEncodeTiled for the weights of '" + problem.kernelName + "' (B at 0x" +
                     fmt::format("{:x}", args.b) + ", " + std::to_string(problem.experts) +
-                    " experts of " + std::to_string(problem.k) + " x " +
-                    std::to_string(problem.n) + ") failed: " + cu.describe(result),
+                    " experts of " + std::to_string(problem.k) + " x " + std::to_string(problem.n) +
+                    ") failed: " + cu.describe(result),
                 ErrorKind::CudaCall);
 }
 
@@ -198,20 +210,18 @@ void launchKernel(Function &function, const LaunchShape &shape, const KernelArgs
   // Pointer slots are passed as 64-bit values; CUdeviceptr is exactly that.
   static_assert(sizeof(CUdeviceptr) == sizeof(void *));
   KernelArgs values = args;
-  void *params[] = {&values.a,      &values.b,      &values.c,
-                    &values.auxIn,  &values.auxOut, &values.offsets,
-                    &values.gather, &values.scale,  &values.totalRows,
-                    &values.weightMap};
+  void *params[] = {&values.a,         &values.b,        &values.c,      &values.auxIn,
+                    &values.auxOut,    &values.offsets,  &values.gather, &values.scale,
+                    &values.totalRows, &values.weightMap};
   static_assert(std::size(params) == static_cast<size_t>(KernelArg::Count));
   const CudaDriver &cu = function.driver();
-  CUresult result = cu.cuLaunchKernel.fn(
-      function.handle(), grid[0], grid[1], grid[2], shape.block[0],
-      shape.block[1], shape.block[2], shape.sharedBytes, stream.handle(), params, nullptr);
+  CUresult result = cu.cuLaunchKernel.fn(function.handle(), grid[0], grid[1], grid[2],
+                                         shape.block[0], shape.block[1], shape.block[2],
+                                         shape.sharedBytes, stream.handle(), params, nullptr);
   if (result != CUDA_SUCCESS)
-    throw Error("cuLaunchKernel of '" + function.name() + "' (grid " +
-                    std::to_string(grid[0]) + "x" + std::to_string(grid[1]) + "x" +
-                    std::to_string(grid[2]) + ", block " + std::to_string(shape.block[0]) +
-                    ", " + std::to_string(shape.sharedBytes) +
+    throw Error("cuLaunchKernel of '" + function.name() + "' (grid " + std::to_string(grid[0]) +
+                    "x" + std::to_string(grid[1]) + "x" + std::to_string(grid[2]) + ", block " +
+                    std::to_string(shape.block[0]) + ", " + std::to_string(shape.sharedBytes) +
                     " B shared) failed: " + cu.describe(result),
                 ErrorKind::CudaCall);
 }

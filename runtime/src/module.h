@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -51,6 +52,10 @@ public:
   // MOEJIT_JIT_LOG=1 prints the JIT's verbose log (registers, spills).
   static Module fromPtx(const Gpu &gpu, std::string_view ptx);
   static Module fromCubin(const Gpu &gpu, const std::vector<char> &cubin);
+  // The cubin's module, or nullopt when the driver refuses the image (made
+  // for another GPU, or by a newer toolkit than the driver knows); with
+  // MOEJIT_JIT_LOG=1 the reason goes to stderr.
+  static std::optional<Module> tryFromCubin(const Gpu &gpu, const std::vector<char> &cubin);
 
   Module(Module &&other) noexcept;
   Module &operator=(Module &&other) noexcept;

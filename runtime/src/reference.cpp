@@ -2,7 +2,7 @@
 
 #include "moejit/error.h"
 #include "runtime/src/half.h"
-#include "runtime/src/parallel.h"
+#include "compiler/spec/parallel.h"
 #include "runtime/src/random.h"
 
 #include <algorithm>

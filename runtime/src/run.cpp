@@ -7,7 +7,7 @@
 #include "runtime/api/layer_module.h"
 #include "runtime/src/driver_info.h"
 #include "runtime/src/half.h"
-#include "runtime/src/parallel.h"
+#include "compiler/spec/parallel.h"
 
 #include <fmt/format.h>
 #include <fmt/ostream.h>
@@ -391,13 +391,15 @@ bool runLayer(const RunContext &run, const Gpu &gpu, const Target &target, const
              options.seed, emptyExperts, layer.experts);
 
   const auto loadStart = std::chrono::steady_clock::now();
-  Module module = loadModule(gpu, *compiled.artifact);
+  bool jitCompiled = false;
+  Module module = loadModule(gpu, *compiled.artifact, &jitCompiled);
   const size_t kernels = compiled.problems.size();
   const std::string origin = compiled.compiled
                                  ? fmt::format("compiled in {:.0f} ms", compiled.compileMs)
                                  : std::string("from the kernel cache");
-  fmt::print(run.out, "  {} kernel{} for {} {}, linked and loaded in {:.1f} ms\n", kernels,
-             kernels == 1 ? "" : "s", target.arch, origin, millisecondsSince(loadStart));
+  fmt::print(run.out, "  {} kernel{} for {} {}, loaded from {} in {:.1f} ms\n", kernels,
+             kernels == 1 ? "" : "s", target.arch, origin,
+             jitCompiled ? "PTX (driver JIT)" : "the cubin", millisecondsSince(loadStart));
 
   GemmRunSettings settings;
   settings.seed = options.seed;

@@ -22,7 +22,8 @@ struct Knobs {
   std::string arch;         // default target arch; empty: the GPU present, else sm_90a
   std::string cudaDriver;   // library dlopen'ed for the CUDA driver API
   std::string nvrtc;        // libnvrtc to dlopen; empty: search the usual places
-  std::string cudaHome;     // CUDA toolkit root searched for libnvrtc
+  std::string cudaHome;     // CUDA toolkit root searched for libnvrtc and ptxas
+  std::string ptxas;        // ptxas for cubins; empty: $CUDA_HOME/bin/ptxas; "off": none
   bool jitLog = false;      // print the driver JIT's log of each loaded module
 
   // Reads the environment. Throws std::invalid_argument naming the variable

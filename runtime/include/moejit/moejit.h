@@ -224,9 +224,8 @@ struct RuntimeStats {
   uint64_t compiles = 0;
   uint64_t discarded = 0; // bad disk entries met and rebuilt
   // Modules loaded on the GPU, and of those, how many were JIT-compiled from
-  // PTX: all of them, since moejit stopped caching cuLink-made cubins (they
-  // spilled the Hopper kernels; docs/cache.md). The driver's compute cache
-  // makes a repeated JIT cheap.
+  // PTX by the driver: the others came from the cubin that ptxas assembled
+  // when the module was compiled (MOEJIT_PTXAS; docs/cache.md).
   uint64_t modulesLoaded = 0;
   uint64_t ptxLinks = 0;
 };

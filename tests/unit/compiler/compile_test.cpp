@@ -88,6 +88,40 @@ TEST(Compile, DefaultSchedulesOfOddWidthsReachPtx) {
   }
 }
 
+size_t occurrences(const std::string &text, const std::string &what) {
+  size_t count = 0;
+  for (size_t at = text.find(what); at != std::string::npos; at = text.find(what, at + 1))
+    ++count;
+  return count;
+}
+
+// A module's kernels are compiled on parallel threads and their PTX merged:
+// one header and one dynamic shared memory declaration, and each kernel
+// exactly as it compiles alone.
+TEST(Compile, KernelsCompiledApartMergeIntoOneModule) {
+  for (const char *arch : {"sm_80", "sm_90a"}) {
+    CompileOptions options;
+    options.target = Target::fromArch(arch);
+    const auto problems = allFamilies(smallLayer(Activation::SwiGLU, GateUpLayout::Concatenated));
+    CompileOutput merged;
+    std::string error;
+    ASSERT_TRUE(compileGemms(problems, options, merged, error)) << error;
+    EXPECT_EQ(occurrences(merged.text, ".version "), 1u) << arch;
+    EXPECT_EQ(occurrences(merged.text, ".target "), 1u) << arch;
+    EXPECT_EQ(occurrences(merged.text, ".extern .shared"), 1u) << arch;
+    ASSERT_EQ(merged.kernelNames.size(), problems.size());
+    for (size_t i = 0; i < problems.size(); ++i) {
+      EXPECT_EQ(merged.kernelNames[i], problems[i].kernelName);
+      CompileOutput alone;
+      ASSERT_TRUE(compileGemms({problems[i]}, options, alone, error)) << error;
+      const size_t entry = alone.text.find(".visible .entry");
+      ASSERT_NE(entry, std::string::npos);
+      EXPECT_TRUE(contains(merged.text, alone.text.substr(entry)))
+          << arch << " " << problems[i].kernelName;
+    }
+  }
+}
+
 TEST(Compile, EmitsEachStageAndDumpsAfterAPass) {
   auto problems = allFamilies(smallLayer(Activation::SwiGLU, GateUpLayout::Concatenated));
   problems.resize(1);
