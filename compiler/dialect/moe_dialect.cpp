@@ -95,10 +95,11 @@ LogicalResult GroupedGemmOp::verify() {
            << kMaxAccumulatorsPerThread << "); use more warps or a smaller tile";
   if (getStages() < 2 || getStages() > 8)
     return emitOpError("stages must be in [2, 8], got ") << getStages();
-  if (getPingPong() && (getPath() != KernelPath::Hopper || tile[0] != 64))
-    return emitOpError("ping_pong needs path = hopper and tile m = 64 (each "
-                       "consumer warpgroup owns a 64-row tile), got tile m = ")
-           << tile[0];
+  if (getPingPong() && (getPath() != KernelPath::Hopper ||
+                        !(tile[0] == 64 || (tile[0] == 128 && tile[1] <= 128))))
+    return emitOpError("ping_pong needs path = hopper and tile m = 64, or 128 with tile n "
+                       "<= 128 (each consumer warpgroup owns a whole tile), got tile ")
+           << tile[0] << "x" << tile[1];
   if (getRasterAlongM() && (getPath() != KernelPath::Hopper || getPingPong()))
     return emitOpError("raster_along_m needs path = hopper without ping_pong (ping-pong "
                        "consumers take turns on the N-fastest work items)");

@@ -87,8 +87,12 @@ struct HopperConfig : GroupedGemmAttrs {
   int64_t n8Blocks() const { return tileN / 8; }
 
   // Consumer warpgroups: one per 64 rows of the tile (cooperative), or two
-  // that take turns on whole 64-row tiles (ping-pong).
+  // that take turns on whole tiles (ping-pong).
   int64_t consumers() const { return pingPong ? 2 : tileM / kWgmmaM; }
+  // The 64-row wgmma blocks one consumer warpgroup covers: all of a
+  // ping-pong tile (2 for 128 rows: two m64 wgmmas per k16 step, and
+  // tile.n <= 128 so the accumulators still fit), one otherwise.
+  int64_t rowBlocks() const { return pingPong ? tileM / kWgmmaM : 1; }
   // Consumer warps that read each stage (and arrive on its empty barrier).
   int64_t stageReaders() const { return (pingPong ? 1 : consumers()) * 4; }
 
@@ -604,7 +608,8 @@ private:
     return arith::OrIOp::create(b, encoded, i64(bits));
   }
 
-  Value wgmma(Value acc, Value descA, Value descB) {
+  // `accumulate` false: D = A B, the accumulator's input is not read.
+  Value wgmma(Value acc, Value descA, Value descB, bool accumulate = true) {
     auto typeOf = [&] {
       return cfg.element.isBF16() ? NVVM::WGMMATypes::bf16
                                   : NVVM::WGMMATypes::f16;
@@ -616,7 +621,8 @@ private:
         NVVM::WGMMATypesAttr::get(ctx, typeOf()),
         NVVM::WGMMATypesAttr::get(ctx, typeOf()),
         NVVM::WGMMATypesAttr::get(ctx, NVVM::WGMMATypes::f32),
-        NVVM::WGMMAScaleOutAttr::get(ctx, NVVM::WGMMAScaleOut::one),
+        NVVM::WGMMAScaleOutAttr::get(ctx, accumulate ? NVVM::WGMMAScaleOut::one
+                                                     : NVVM::WGMMAScaleOut::zero),
         NVVM::WGMMAScaleInAttr::get(ctx, NVVM::WGMMAScaleIn::one),
         NVVM::WGMMAScaleInAttr::get(ctx, NVVM::WGMMAScaleIn::one),
         NVVM::MMALayoutAttr::get(ctx, NVVM::MMALayout::row),
@@ -626,13 +632,16 @@ private:
         NVVM::MMAIntOverflowAttr());
   }
 
-  // The wgmmas of one stage for this consumer warpgroup's 64 rows.
-  Value emitStageMma(Value stage, Value acc) {
+  // The wgmmas of one stage for this consumer warpgroup's rows: per k16
+  // step, one per 64-row block. For the tile's first stage (`first`) the
+  // first k16 step overwrites the accumulators.
+  SmallVector<Value> emitStageMma(Value stage, SmallVector<Value> acc, bool first) {
     Value aStage = add(
         sharedAddress,
         toI64(add(mul(stage, idx(cfg.layout.aStageBytes)),
                   cfg.pingPong ? idx(0)
                                : mul(consumerGroup, idx(kWgmmaM * kRowBytes)))));
+    const int64_t blockBytes = kWgmmaM * kRowBytes;
     Value bStage = add(sharedAddress,
                        toI64(add(idx(bBaseBytes),
                                  mul(stage, idx(cfg.layout.bStageBytes)))));
@@ -645,14 +654,16 @@ private:
     const int64_t kStepBytes = kWgmmaK * cfg.elementBytes();
     NVVM::WgmmaFenceAlignedOp::create(b);
     for (int64_t step = 0; step < cfg.tileK / kWgmmaK; ++step) {
-      Value descA =
-          descriptor(add(aStage, i64(step * kStepBytes)), kMajorBits);
       Value descB =
           cfg.bKContiguous
               ? descriptor(add(bStage, i64(step * kStepBytes)), kMajorBits)
               : descriptor(add(bStage, i64(step * kWgmmaK * kRowBytes)),
                            nMajorBits);
-      acc = wgmma(acc, descA, descB);
+      for (int64_t block = 0; block < cfg.rowBlocks(); ++block) {
+        Value descA = descriptor(
+            add(aStage, i64(block * blockBytes + step * kStepBytes)), kMajorBits);
+        acc[block] = wgmma(acc[block], descA, descB, !(first && step == 0));
+      }
     }
     NVVM::WgmmaGroupSyncAlignedOp::create(b);
     return acc;
@@ -704,13 +715,14 @@ private:
                         Value ordinal) {
     if (cfg.pingPong)
       waitForTurn(ordinal);
-    Type f32Type = b.getF32Type();
-    SmallVector<Type> fields(cfg.accumulators(), f32Type);
+    // The accumulators start undefined: the first K tile's first wgmma
+    // overwrites them. Zeroing them with moves instead puts register writes
+    // between the wgmma fence and the first wgmma; ptxas then injects a
+    // warpgroup.arrive, and in the ping-pong consumers' divergent branch it
+    // serialises every wgmma (C7520; 128x128 ping-pong ran at 365 TFLOP/s).
+    SmallVector<Type> fields(cfg.accumulators(), b.getF32Type());
     auto accType = LLVM::LLVMStructType::getLiteral(b.getContext(), fields);
-    Value acc = LLVM::UndefOp::create(b, accType);
-    Value zero = f32(0.0);
-    for (int64_t i = 0; i < cfg.accumulators(); ++i)
-      acc = LLVM::InsertValueOp::create(b, acc, zero, ArrayRef<int64_t>{i});
+    SmallVector<Value> accs(cfg.rowBlocks(), LLVM::UndefOp::create(b, accType));
 
     // In a cluster, on the empty barrier of every CTA (their producers
     // multicast into this CTA's stage too).
@@ -735,12 +747,9 @@ private:
         }
       });
     };
-    auto loop = scf::ForOp::create(b, idx(0), tile.kTiles, idx(1),
-                                   ValueRange{acc});
-    {
-      OpBuilder::InsertionGuard guard(b);
-      b.setInsertionPointToStart(loop.getBody());
-      Value kTile = loop.getInductionVar();
+    // One K tile: wait for its stage, issue its wgmmas, keep one group in
+    // flight and hand back the previous K tile's stage.
+    auto kTileMma = [&](Value kTile, SmallVector<Value> in, bool first) {
       Value step = add(kBefore, kTile);
       Value stage = remu(step, idx(cfg.stages));
       wait(fullBarrier(stage), remu(divu(step, idx(cfg.stages)), idx(2)));
@@ -749,33 +758,45 @@ private:
                                       NVVM::ProxyKind::async_shared),
           NVVM::SharedSpaceAttr::get(b.getContext(),
                                      NVVM::SharedSpace::shared_cta));
-      Value next = emitStageMma(stage, loop.getRegionIterArgs()[0]);
+      SmallVector<Value> out = emitStageMma(stage, std::move(in), first);
       NVVM::WgmmaWaitGroupSyncOp::create(b, 1);
-      when(arith::CmpIOp::create(b, arith::CmpIPredicate::ugt, kTile,
-                                 idx(0)),
-           [&] { release(sub(step, idx(1))); });
-      scf::YieldOp::create(b, ValueRange{next});
+      if (!first)
+        release(sub(step, idx(1)));
+      return out;
+    };
+    // K tile 0 (every tile has at least one: K > 0), then the rest.
+    accs = kTileMma(idx(0), accs, /*first=*/true);
+    auto loop = scf::ForOp::create(b, idx(1), tile.kTiles, idx(1), accs);
+    {
+      OpBuilder::InsertionGuard guard(b);
+      b.setInsertionPointToStart(loop.getBody());
+      scf::YieldOp::create(
+          b, kTileMma(loop.getInductionVar(),
+                      SmallVector<Value>(loop.getRegionIterArgs()), /*first=*/false));
     }
     if (cfg.pingPong)
       passTurn(leader);
     NVVM::WgmmaWaitGroupSyncOp::create(b, 0);
     release(add(kBefore, sub(tile.kTiles, idx(1))));
-    SmallVector<Value> values;
-    for (int64_t i = 0; i < cfg.accumulators(); ++i)
-      values.push_back(LLVM::ExtractValueOp::create(b, loop.getResult(0),
-                                                    ArrayRef<int64_t>{i}));
-    emitEpilogue(tile, values);
+    for (int64_t block = 0; block < cfg.rowBlocks(); ++block) {
+      SmallVector<Value> values;
+      for (int64_t i = 0; i < cfg.accumulators(); ++i)
+        values.push_back(LLVM::ExtractValueOp::create(
+            b, loop.getResult(block), ArrayRef<int64_t>{i}));
+      emitEpilogue(tile, block, values);
+    }
   }
 
   // --- epilogue -----------------------------------------------------------
   // The accumulator of a consumer warp: 16 rows (its index among the
   // consumer warps * 16 of the CTA tile); for n8 block j, element
   // 4j + 2h + e sits at row lane / 4 + 8h, column 8j + 2 (lane % 4) + e.
-  void emitEpilogue(const CtaTile &tile, ArrayRef<Value> acc) {
+  void emitEpilogue(const CtaTile &tile, int64_t block, ArrayRef<Value> acc) {
     Value rowInWarp = fragmentRow();
     Value columnInPair = fragmentColumn();
     for (int64_t h = 0; h < 2; ++h) {
-      Value row = add(add(mul(consumerWarp, idx(16)), idx(h * 8)), rowInWarp);
+      Value row = add(add(mul(consumerWarp, idx(16)), idx(block * kWgmmaM + h * 8)),
+                      rowInWarp);
       Value outRow = add(tile.rowBegin, row);
       Value rowValid = lt(outRow, tile.rowEnd);
       emitEpilogueRow(

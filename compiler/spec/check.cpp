@@ -215,7 +215,12 @@ private:
     checkCluster(path, kind, schedule.cluster);
 
     if (tileValid && stagesValid) {
-      int64_t bytes = pipelineSharedBytes(makeGemmProblem(layer, gemm));
+      // The pipeline of the path that will run: the Hopper stages are
+      // unpadded swizzled rows, the portable ones padded.
+      const GemmProblem problem = makeGemmProblem(layer, gemm);
+      const int64_t bytes = selectKernelPath(problem, target_) == KernelPath::Hopper
+                                ? hopperSharedBytes(problem)
+                                : pipelineSharedBytes(problem);
       if (bytes > target_.maxSharedBytesPerBlock)
         report(path,
                fmt::format("the {} pipeline ({}x{}x{} tile, {} stages) needs {} bytes of "

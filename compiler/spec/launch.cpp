@@ -47,8 +47,12 @@ HopperTileLayout hopperTileLayout(const TileShape &tile) {
   return layout;
 }
 
+// Each ping-pong consumer warpgroup owns whole tiles: 64 rows, or 128 (two
+// m64 wgmmas per k16 step) when tile.n <= 128 keeps its accumulators at 128
+// per thread.
 bool hopperPingPong(const Schedule &schedule) {
-  return schedule.warpgroups == WarpgroupMode::PingPong && schedule.tile.m == kWgmmaM;
+  return schedule.warpgroups == WarpgroupMode::PingPong &&
+         (schedule.tile.m == kWgmmaM || (schedule.tile.m == 2 * kWgmmaM && schedule.tile.n <= 128));
 }
 
 int hopperThreads(const Schedule &schedule) {

@@ -25,15 +25,16 @@ moe.grouped_gemm @down_proj {
 
 // -----
 
-// expected-error @+1 {{ping_pong needs path = hopper and tile m = 64}}
+// 128 x 256 would need 256 accumulators per consumer thread.
+// expected-error @+1 {{ping_pong needs path = hopper and tile m = 64, or 128 with tile n <= 128 (each consumer warpgroup owns a whole tile), got tile 128x256}}
 moe.grouped_gemm @pingpong_tall {
   varlen = #moe.varlen<m>, element_type = bf16, experts = 8 : i64,
   m = 0 : i64, n = 256 : i64, k = 1024 : i64,
   a_k_contiguous = true, b_k_contiguous = true,
   epilogue = #moe.epilogue<store>, activation = #moe.activation<swiglu>,
   gate_up = #moe.gate_up<concatenated>, c_columns = 256 : i64,
-  aux_columns = 0 : i64, tile = array<i64: 128, 128, 64>, stages = 4 : i64,
-  warps = array<i64: 2, 2>, path = #moe.path<hopper>, ping_pong}
+  aux_columns = 0 : i64, tile = array<i64: 128, 256, 64>, stages = 4 : i64,
+  warps = array<i64: 2, 4>, path = #moe.path<hopper>, ping_pong}
 
 // -----
 

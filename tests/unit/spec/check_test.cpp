@@ -137,6 +137,33 @@ TEST(Check, SilentOnValidSpecs) {
   }
 }
 
+// The shared-memory check counts the pipeline of the path that will run: a
+// deep Hopper pipeline of unpadded swizzled stages fits on sm_90a (7 x 32 KB
+// for 128x128x64) although the padded portable one (245 KB) would not, and
+// sm_80 still rejects it.
+TEST(Check, SharedMemoryOfThePathThatRuns) {
+  for (const Target &target : {kHopper, kAmpere}) {
+    Spec spec = validSpec();
+    Diagnostics first;
+    ASSERT_TRUE(resolveSpec(spec, target, first)) << first.render();
+    ASSERT_FALSE(spec.layers[0].gemms.empty());
+    for (GemmSpec &gemm : spec.layers[0].gemms) {
+      if (gemm.kind != GemmKind::UpProj && gemm.kind != GemmKind::DownProj)
+        continue; // the varlen-K weight gradients always take the portable path
+      gemm.schedule.tile = {128, 128, 64};
+      gemm.schedule.stages = 7;
+    }
+    Diagnostics diags;
+    const bool valid = resolveSpec(spec, target, diags);
+    if (target.hasWgmma()) {
+      EXPECT_TRUE(valid) << diags.render();
+    } else {
+      EXPECT_FALSE(valid);
+      EXPECT_NE(diags.render().find("shared memory"), std::string::npos) << diags.render();
+    }
+  }
+}
+
 TEST(Check, ResolveFillsWhatIsMissing) {
   Spec spec = validSpec();
   spec.layers[0].gemms.push_back(GemmSpec{GemmKind::DX, Schedule{}});
