@@ -70,7 +70,12 @@ ForwardWorkspaceLayout forwardWorkspaceLayout(const LayerSpec &layer,
   const size_t actBytes = alignUp(rows * static_cast<size_t>(layer.intermediate) * element);
   const size_t yBytes = alignUp(rows * static_cast<size_t>(layer.hidden) * element);
   const bool hasAct = layer.activation != Activation::None;
-  layout.hInWorkspace = !(keepH && callerH);
+  // H has room in the workspace only when it is kept there, or when it is
+  // act itself (activation none). Otherwise the up-projection writes act(H)
+  // only (forward passes C = null), so H needs no space at all: for a layer
+  // whose H is wider than Y (Mixtral: 28672 vs 4096 columns) that is most
+  // of the workspace.
+  layout.hInWorkspace = keepH ? !callerH : !hasAct;
   size_t next = layout.routing.bytes;
   auto take = [&](size_t bytes) {
     const size_t offset = next;
@@ -78,12 +83,10 @@ ForwardWorkspaceLayout forwardWorkspaceLayout(const LayerSpec &layer,
     return offset;
   };
   if (layout.hInWorkspace) {
-    // Without keepH, Y overwrites H: the down-projection reads only act(H).
-    // With activation none act is H itself, so Y cannot take its place.
-    const bool yReusesH = !keepH && hasAct;
-    layout.h = take(yReusesH ? std::max(hBytes, yBytes) : hBytes);
+    // With activation none, act = H is read while Y is written: no reuse.
+    layout.h = take(hBytes);
     layout.act = hasAct ? take(actBytes) : layout.h;
-    layout.y = yReusesH ? layout.h : take(yBytes);
+    layout.y = take(yBytes);
   } else {
     layout.act = hasAct ? take(actBytes) : 0; // act = H, in the caller's buffer
     layout.y = take(yBytes);
@@ -211,11 +214,10 @@ ForwardResult MoeLayer::forward(const Stream &stream, const ForwardArgs &args,
   up.a = args.x;
   up.b = args.w1;
   // Without keepH nothing reads H (the down-projection reads act(H)), so
-  // the up-projection writes act(H) only: a third of its output bytes for a
-  // gated activation. With activation none, act(H) is H itself.
+  // the up-projection writes act(H) only (result.h is 0: H has no room): a
+  // third of its output bytes for a gated activation. With activation none,
+  // act(H) is H itself.
   const bool hasAct = layer_.activation != Activation::None;
-  if (hasAct && !args.options.keepH)
-    result.h = 0;
   up.c = result.h;
   up.auxOut = hasAct ? result.act : 0;
   up.offsets = routing.offsets;

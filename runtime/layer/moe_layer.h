@@ -52,16 +52,18 @@ struct ForwardArgs {
   ForwardOptions options;
 };
 
-// Byte offsets of a forward's workspace: the routing buffers first, then H,
-// act(H) and Y, each 256-byte aligned. A pure function of the layer, the
+// Byte offsets of a forward's workspace: the routing buffers first, then H
+// (when it has room there), act(H) and Y, each 256-byte aligned. A pure function of the layer, the
 // routing config and T.
 struct ForwardWorkspaceLayout {
   RoutingWorkspaceLayout routing; // at offset 0
   int64_t maxRows = 0;            // grouped rows the GEMMs are launched for
+  // H is in the workspace when kept there (keepH without a caller buffer)
+  // or when it is act (activation none); without keepH it is not written.
   bool hInWorkspace = true;
   size_t h = 0;   // H [maxRows][u] (when hInWorkspace)
   size_t act = 0; // act(H) [maxRows][n]; equals h for activation none (act = H)
-  size_t y = 0;   // Y [maxRows][d]; shares H's space unless H is kept there
+  size_t y = 0;   // Y [maxRows][d]
   size_t bytes = 0;
 };
 ForwardWorkspaceLayout forwardWorkspaceLayout(const LayerSpec &layer,

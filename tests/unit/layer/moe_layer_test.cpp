@@ -64,17 +64,22 @@ TEST(ForwardWorkspace, LayoutAfterTheRoutingBuffers) {
   const LayerSpec layer = qwen3();
   const RoutingKernelsConfig plain = forwardRoutingConfig(layer, false);
   const int64_t T = 4096, R = T * 8;
+  // Without keepH the up-projection writes act(H) only: no room for H.
   const ForwardWorkspaceLayout l = forwardWorkspaceLayout(layer, plain, T, false, false);
   EXPECT_EQ(l.maxRows, R);
-  EXPECT_EQ(l.h, l.routing.bytes);
-  EXPECT_EQ(l.h % 256, 0u);
-  EXPECT_EQ(l.y, l.h); // Y reuses H's space: the down-projection reads act only
-  EXPECT_EQ(l.act, l.h + size_t(R) * std::max(1536, 2048) * 2);
-  EXPECT_EQ(l.bytes, l.act + size_t(R) * 768 * 2);
+  EXPECT_FALSE(l.hInWorkspace);
+  EXPECT_EQ(l.act, l.routing.bytes);
+  EXPECT_EQ(l.act % 256, 0u);
+  EXPECT_EQ(l.y, l.act + size_t(R) * 768 * 2);
+  EXPECT_EQ(l.bytes, l.y + size_t(R) * 2048 * 2);
 
   const ForwardWorkspaceLayout kept = forwardWorkspaceLayout(layer, plain, T, true, false);
+  EXPECT_TRUE(kept.hInWorkspace);
+  EXPECT_EQ(kept.h, kept.routing.bytes);
+  EXPECT_EQ(kept.act, kept.h + size_t(R) * 1536 * 2);
   EXPECT_EQ(kept.y, kept.act + size_t(R) * 768 * 2);
   EXPECT_EQ(kept.bytes, kept.y + size_t(R) * 2048 * 2);
+  EXPECT_EQ(kept.bytes - l.bytes, size_t(R) * 1536 * 2);
 
   const ForwardWorkspaceLayout caller = forwardWorkspaceLayout(layer, plain, T, true, true);
   EXPECT_FALSE(caller.hInWorkspace);
