@@ -375,19 +375,28 @@ Value GroupedGemmEmitter::packPair(Value first, Value second) {
 // the 16-column span (lanes 2(q%2), 2(q%2)+1 of block j + q/2), returned as
 // two words. Every lane of the warp must call it (shfl.sync).
 std::pair<Value, Value> GroupedGemmEmitter::quadSpanWords(Value wordJ, Value wordNext) {
+  // Lane q = lane % 4 holds word q (columns 2q, 2q + 1) of blocks j and
+  // j + 1 and ends with words 2(q % 2), 2(q % 2) + 1 of block j (q < 2) or
+  // j + 1 (q >= 2). Two butterflies: across q ^ 2 each lane passes the
+  // other block's word (the lower half of the quad keeps block j, the upper
+  // block j + 1), then across q ^ 1 the word its partner is missing. Two
+  // shuffles per pair of blocks instead of four gathers.
   Value q = remu(lane, idx(4));
-  Value first = add(sub(lane, q), mul(remu(q, idx(2)), idx(2)));
-  auto i32 = [&](Value v) { return arith::IndexCastUIOp::create(b, b.getI32Type(), v); };
-  Value width = arith::ConstantOp::create(b, b.getI32IntegerAttr(kWarpSize));
-  auto shuffle = [&](Value word, Value source) {
-    return gpu::ShuffleOp::create(b, word, i32(source), width, gpu::ShuffleMode::IDX)
+  auto i32 = [&](int32_t v) { return arith::ConstantOp::create(b, b.getI32IntegerAttr(v)); };
+  Value width = i32(kWarpSize);
+  auto exchange = [&](Value word, int32_t mask) {
+    return gpu::ShuffleOp::create(b, word, i32(mask), width, gpu::ShuffleMode::XOR)
         .getShuffleResult();
   };
-  Value second = add(first, idx(1));
-  Value fromFirstJ = shuffle(wordJ, first), fromFirstNext = shuffle(wordNext, first);
-  Value fromSecondJ = shuffle(wordJ, second), fromSecondNext = shuffle(wordNext, second);
   Value upper = arith::CmpIOp::create(b, arith::CmpIPredicate::uge, q, idx(2));
-  return {select(upper, fromFirstNext, fromFirstJ), select(upper, fromSecondNext, fromSecondJ)};
+  Value odd = arith::CmpIOp::create(b, arith::CmpIPredicate::ne, remu(q, idx(2)), idx(0));
+  Value kept = select(upper, wordNext, wordJ);
+  Value received = exchange(select(upper, wordJ, wordNext), 2);
+  // This lane's block, words q % 2 (low) and q % 2 + 2 (high).
+  Value low = select(upper, received, kept);
+  Value high = select(upper, kept, received);
+  Value partner = exchange(select(odd, low, high), 1);
+  return {select(odd, partner, low), select(odd, high, partner)};
 }
 
 // This lane's column in a 16-column span (quadSpanWords): 4 (lane % 4).
