@@ -136,10 +136,20 @@ TemplateKernelCache::compile(const TemplateProgram &program) {
   auto it = compiled_.find(key);
   if (it != compiled_.end())
     return it->second;
-  auto compiled =
-      std::make_shared<const CompiledTemplates>(compileTemplateKernels(*nvrtc_, program));
+  std::shared_ptr<const CompiledTemplates> compiled = store_ ? store_->load(key, program) : nullptr;
+  if (!compiled) {
+    compiled = std::make_shared<const CompiledTemplates>(compileTemplateKernels(*nvrtc_, program));
+    ++nvrtcCompiles_;
+    if (store_)
+      store_->store(key, program, *compiled);
+  }
   compiled_.emplace(key, compiled);
   return compiled;
+}
+
+size_t TemplateKernelCache::nvrtcCompiles() const {
+  std::lock_guard lock(mutex_);
+  return nvrtcCompiles_;
 }
 
 } // namespace moejit

@@ -38,19 +38,38 @@ CompiledTemplates compileTemplateKernels(const Nvrtc &nvrtc, const TemplateProgr
 // sources, NVRTC's version, the arch, the options and the name expressions.
 std::string templateCacheKey(const Nvrtc &nvrtc, const TemplateProgram &program);
 
-// Compiled programs by cache key, for one process. Thread-safe; concurrent
-// requests for one program compile it once.
+// A persistent level under TemplateKernelCache's memory (the runtime's
+// kernel cache on disk), so that a new process loads what an earlier one
+// compiled instead of running NVRTC again. `load` returns null on a miss.
+class TemplateStore {
+public:
+  virtual ~TemplateStore() = default;
+  virtual std::shared_ptr<const CompiledTemplates> load(const std::string &key,
+                                                        const TemplateProgram &program) = 0;
+  virtual void store(const std::string &key, const TemplateProgram &program,
+                     const CompiledTemplates &compiled) = 0;
+};
+
+// Compiled programs by cache key: in memory for one process, then in
+// `store` when there is one, else compiled with NVRTC (and stored).
+// Thread-safe; concurrent requests for one program compile it once.
 class TemplateKernelCache {
 public:
-  explicit TemplateKernelCache(std::shared_ptr<const Nvrtc> nvrtc) : nvrtc_(std::move(nvrtc)) {}
+  explicit TemplateKernelCache(std::shared_ptr<const Nvrtc> nvrtc,
+                               std::shared_ptr<TemplateStore> store = nullptr)
+      : nvrtc_(std::move(nvrtc)), store_(std::move(store)) {}
 
   std::shared_ptr<const CompiledTemplates> compile(const TemplateProgram &program);
   const Nvrtc &nvrtc() const { return *nvrtc_; }
+  // Programs this cache had NVRTC compile (the others came from the store).
+  size_t nvrtcCompiles() const;
 
 private:
   std::shared_ptr<const Nvrtc> nvrtc_;
-  std::mutex mutex_;
+  std::shared_ptr<TemplateStore> store_;
+  mutable std::mutex mutex_;
   std::map<std::string, std::shared_ptr<const CompiledTemplates>> compiled_;
+  size_t nvrtcCompiles_ = 0;
 };
 
 } // namespace moejit

@@ -62,4 +62,53 @@ Module loadModule(const Gpu &gpu, const KernelArtifact &artifact, bool *jitCompi
   return Module::fromPtx(gpu, artifact.ptx);
 }
 
+namespace {
+
+class CacheTemplateStore final : public TemplateStore {
+public:
+  CacheTemplateStore(KernelCache &cache, Target target) : cache_(cache), target_(std::move(target)) {}
+
+  std::shared_ptr<const CompiledTemplates> load(const std::string &key,
+                                                const TemplateProgram &program) override {
+    const ArtifactPtr artifact = cache_.lookup(cacheKey(key));
+    if (!artifact || artifact->kernelNames.size() != program.nameExpressions.size())
+      return nullptr;
+    auto compiled = std::make_shared<CompiledTemplates>();
+    compiled->isCubin = !artifact->cubin.empty();
+    if (compiled->isCubin)
+      compiled->image = artifact->cubin;
+    else
+      compiled->image.assign(artifact->ptx.begin(), artifact->ptx.end());
+    compiled->loweredNames = artifact->kernelNames;
+    return compiled->image.empty() ? nullptr : compiled;
+  }
+
+  void store(const std::string &key, const TemplateProgram &,
+             const CompiledTemplates &compiled) override {
+    KernelArtifact artifact;
+    if (compiled.isCubin)
+      artifact.cubin = compiled.image;
+    else
+      artifact.ptx.assign(compiled.image.begin(), compiled.image.end());
+    artifact.kernelNames = compiled.loweredNames;
+    cache_.store(cacheKey(key), std::move(artifact));
+  }
+
+private:
+  // No problems; the template key (sources, NVRTC version, arch, options,
+  // names) as the code knob.
+  CacheKey cacheKey(const std::string &templateKey) const {
+    return CacheKey(currentKeyFields({}, target_, "nvrtc-templates=" + templateKey));
+  }
+
+  KernelCache &cache_;
+  Target target_;
+};
+
+} // namespace
+
+std::shared_ptr<TemplateStore> makeCacheTemplateStore(KernelCache &cache, const Target &target) {
+  return std::make_shared<CacheTemplateStore>(cache, target);
+}
+
 } // namespace moejit

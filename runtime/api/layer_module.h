@@ -9,7 +9,9 @@
 #include "runtime/api/kernel_compiler.h"
 #include "runtime/cache/kernel_cache.h"
 #include "runtime/src/module.h"
+#include "templates/template_compiler.h"
 
+#include <memory>
 #include <optional>
 #include <vector>
 
@@ -38,5 +40,12 @@ CachedModule compileThroughCache(KernelCache &cache, const CacheKey &key,
 // has one the driver takes, else its PTX through the driver's whole-program
 // JIT (Module::fromPtx). `jitCompiled`, when given, says which it was.
 Module loadModule(const Gpu &gpu, const KernelArtifact &artifact, bool *jitCompiled = nullptr);
+
+// The NVRTC-compiled layer kernels (routing, aggregation) in the kernel
+// cache: an entry per program, keyed by its template key for `target`, the
+// cubin (or PTX) and its lowered names. A new process loads them from disk
+// instead of compiling again. Lookups never compile, so strict mode, which
+// is about the GEMM JIT, does not refuse them; a bad entry counts as a miss.
+std::shared_ptr<TemplateStore> makeCacheTemplateStore(KernelCache &cache, const Target &target);
 
 } // namespace moejit

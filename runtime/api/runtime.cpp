@@ -252,7 +252,8 @@ LayerKernels RuntimeState::kernels(const LayerSpec &layer) {
 TemplateKernelCache &RuntimeState::templateCache() {
   std::lock_guard lock(templatesMutex);
   if (!templates)
-    templates = std::make_unique<TemplateKernelCache>(Nvrtc::load(nvrtcLibraryCandidates(knobs)));
+    templates = std::make_unique<TemplateKernelCache>(Nvrtc::load(nvrtcLibraryCandidates(knobs)),
+                                                      makeCacheTemplateStore(*cache, target));
   return *templates;
 }
 

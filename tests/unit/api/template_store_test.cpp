@@ -1,0 +1,61 @@
+// The NVRTC-compiled layer kernels in the kernel cache (makeCacheTemplateStore):
+// a second process loads them from disk instead of compiling, in strict mode
+// too. NVRTC needs no GPU; skips only when libnvrtc is absent.
+#include "runtime/api/layer_module.h"
+#include "runtime/layer/layer_kernels.h"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <random>
+
+namespace moejit {
+namespace {
+
+TEST(CacheTemplateStore, ASecondProcessLoadsInsteadOfCompiling) {
+  std::shared_ptr<const Nvrtc> nvrtc;
+  try {
+    nvrtc = Nvrtc::load(nvrtcLibraryCandidates(Knobs::fromEnvironment()));
+  } catch (const Error &e) {
+    GTEST_SKIP() << e.what();
+  }
+  std::random_device random;
+  const std::filesystem::path directory =
+      std::filesystem::temp_directory_path() / ("moejit-template-store-" + std::to_string(random()));
+  const Target target = Target::fromArch("sm_90a");
+  RoutingKernelsConfig config;
+  config.experts = 16;
+  config.topK = 2;
+  const TemplateProgram program = layerKernelProgram(config, "sm_90a");
+
+  std::shared_ptr<const CompiledTemplates> first;
+  {
+    KernelCache cache(KernelCacheOptions{directory.string()});
+    TemplateKernelCache templates(nvrtc, makeCacheTemplateStore(cache, target));
+    first = templates.compile(program);
+    EXPECT_EQ(templates.nvrtcCompiles(), 1u);
+    EXPECT_EQ(templates.compile(program), first); // memory
+    EXPECT_EQ(cache.stats().entries, 1u);
+  }
+  // A new process: new caches over the same directory, strict.
+  KernelCacheOptions strict{directory.string()};
+  strict.strict = true;
+  KernelCache cache(strict);
+  TemplateKernelCache templates(nvrtc, makeCacheTemplateStore(cache, target));
+  const std::shared_ptr<const CompiledTemplates> loaded = templates.compile(program);
+  EXPECT_EQ(templates.nvrtcCompiles(), 0u);
+  EXPECT_EQ(loaded->isCubin, first->isCubin);
+  EXPECT_EQ(loaded->image, first->image);
+  EXPECT_EQ(loaded->loweredNames, first->loweredNames);
+
+  // Another arch is another entry, compiled.
+  TemplateProgram ampere = program;
+  ampere.arch = "sm_80";
+  templates.compile(ampere);
+  EXPECT_EQ(templates.nvrtcCompiles(), 1u);
+  std::error_code ignored;
+  std::filesystem::remove_all(directory, ignored);
+}
+
+} // namespace
+} // namespace moejit
