@@ -6,6 +6,7 @@
 //   memory  an in-memory hit: KernelCache::lookup of a known key, and
 //           Runtime::kernels() of a loaded layer (key hashing included)
 //   launch  host time of GroupedGemm::launch on a cache hit (GPU only)
+//   layer   Runtime::layer() in a first and a later process (GPU only)
 //
 //   moejit_runtime_latency [--arch=ARCH] [--launches=N] FILE.moe...
 #include "moejit/moejit.h"
@@ -179,6 +180,23 @@ void benchLayer(const std::string &arch, const moejit::LayerSpec &layer, int lau
               "per kernel; first %.0f us; %llu of 5 loads JIT-compiled the PTX)\n",
               median(loadUs), median(loadUs) / kernelsPerModule, loadUs.front(),
               static_cast<unsigned long long>(jitLoads));
+  // The layer forward: its two GEMMs and the NVRTC routing kernels, in a
+  // first process over an empty cache and in a later one over the filled
+  // directory (both kinds of kernels from disk).
+  {
+    ScratchCache forwardScratch;
+    moejit::Runtime first(optionsFor(forwardScratch, arch, false));
+    start = Clock::now();
+    (void)first.layer(layer);
+    const double coldLayerMs = microsecondsSince(start) / 1e3;
+    moejit::Runtime later(optionsFor(forwardScratch, arch, true));
+    start = Clock::now();
+    (void)later.layer(layer);
+    const double warmLayerMs = microsecondsSince(start) / 1e3;
+    std::printf("  layer    Runtime::layer() (up/down GEMMs + routing kernels): first process "
+                "%.1f ms, later process %.1f ms\n",
+                coldLayerMs, warmLayerMs);
+  }
   moejit::LayerKernels kernels = gpuRuntime.kernels(layer);
   const double hitUs = timePerCall(11, 200, [&] { (void)gpuRuntime.kernels(layer); });
   std::printf("  memory   Runtime::kernels() of a loaded layer: %.1f us\n", hitUs);
