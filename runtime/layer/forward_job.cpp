@@ -29,12 +29,26 @@ constexpr int kStages = 4; // ForwardStage values
 constexpr std::array<const char *, kStages> kStageNames = {"routing", "up_proj", "down_proj",
                                                            "aggregation"};
 
-GroupedGemmKernel loadGemm(const Gpu &gpu, KernelCache &cache, const LayerSpec &layer,
-                           const Target &target, GemmKind kind) {
-  CompiledLayer compiled = compileLayer(cache, layer, target, kind);
-  auto module = std::make_shared<const Module>(loadModule(gpu, *compiled.artifact));
-  Function function = module->function(compiled.kernelNames.at(0));
-  return GroupedGemmKernel{compiled.problems.at(0), std::move(module), std::move(function)};
+// up_proj and down_proj as one module (their kernels compile in parallel),
+// the module Runtime::layer() uses too.
+std::pair<GroupedGemmKernel, GroupedGemmKernel>
+loadForwardGemms(const Gpu &gpu, KernelCache &cache, const LayerSpec &layer, const Target &target) {
+  std::vector<GemmProblem> problems = layerProblems(layer, GemmKind::UpProj);
+  problems.push_back(layerProblems(layer, GemmKind::DownProj).front());
+  const std::unique_ptr<KernelCompiler> compiler = makeDefaultKernelCompiler();
+  CachedModule cached;
+  try {
+    cached = compileThroughCache(cache, moduleKey(problems, target), problems, target,
+                                 compiler.get());
+  } catch (const Error &e) {
+    throw Error("compiling layer '" + layer.name + "' for " + target.arch + " failed:\n" + e.what(),
+                e.kind());
+  }
+  auto module = std::make_shared<const Module>(loadModule(gpu, *cached.artifact));
+  auto kernel = [&](size_t i) {
+    return GroupedGemmKernel{problems[i], module, module->function(cached.artifact->kernelNames[i])};
+  };
+  return {kernel(0), kernel(1)};
 }
 
 double median(std::vector<double> values) {
@@ -220,7 +234,8 @@ int runForward(const ForwardRunOptions &options, std::ostream &out, std::ostream
              gpu->properties().smCount, target.arch);
 
   KernelCache cache(KernelCacheOptions::fromKnobs(knobs));
-  TemplateKernelCache templates(Nvrtc::load(nvrtcLibraryCandidates(knobs)));
+  TemplateKernelCache templates(Nvrtc::load(nvrtcLibraryCandidates(knobs)),
+                                makeCacheTemplateStore(cache, target));
   const MoeLayer moe = loadMoeLayer(*gpu, cache, templates, *layer, target, options.tokenRounding);
   const RoutingKernels &kernels = moe.routingKernels(options.tokenRounding);
   const RoutingKernelsConfig &config = kernels.config();
@@ -374,9 +389,9 @@ int runForward(const ForwardRunOptions &options, std::ostream &out, std::ostream
 MoeLayer loadMoeLayer(const Gpu &gpu, KernelCache &cache, TemplateKernelCache &templates,
                       const LayerSpec &layer, const Target &target, bool withRounding) {
   requireForwardGemms(layer);
-  return makeMoeLayer(gpu, templates, layer, target,
-                      loadGemm(gpu, cache, layer, target, GemmKind::UpProj),
-                      loadGemm(gpu, cache, layer, target, GemmKind::DownProj), withRounding);
+  auto [upProj, downProj] = loadForwardGemms(gpu, cache, layer, target);
+  return makeMoeLayer(gpu, templates, layer, target, std::move(upProj), std::move(downProj),
+                      withRounding);
 }
 
 int runForwardCommand(const ForwardRunOptions &options, std::ostream &out, std::ostream &err) {
