@@ -20,6 +20,19 @@ std::vector<GemmProblem> layerProblems(const LayerSpec &layer, std::optional<Gem
   return problems;
 }
 
+std::vector<GemmProblem> forwardProblems(const LayerSpec &layer) {
+  std::vector<GemmProblem> problems;
+  for (GemmKind kind : {GemmKind::UpProj, GemmKind::DownProj})
+    for (const GemmSpec &gemm : layer.gemms)
+      if (gemm.kind == kind) {
+        problems.push_back(makeGemmProblem(layer, gemm));
+        break;
+      }
+  if (problems.size() != 2)
+    problems.clear();
+  return problems;
+}
+
 CacheKey moduleKey(const std::vector<GemmProblem> &problems, const Target &target) {
   return CacheKey(currentKeyFields(problems, target));
 }

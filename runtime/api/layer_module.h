@@ -22,6 +22,10 @@ namespace moejit {
 std::vector<GemmProblem> layerProblems(const LayerSpec &layer,
                                        std::optional<GemmKind> only = std::nullopt);
 
+// The layer forward's module: up_proj then down_proj (Runtime::layer(),
+// `moejit run --forward`); empty when the layer lacks either.
+std::vector<GemmProblem> forwardProblems(const LayerSpec &layer);
+
 // The cache key of the module holding `problems` for `target`.
 CacheKey moduleKey(const std::vector<GemmProblem> &problems, const Target &target);
 

@@ -269,9 +269,8 @@ std::shared_ptr<const LoadedMoeLayer> RuntimeState::buildMoeLayer(const LayerSpe
                 ErrorKind::NoGpu);
   }
   // One module for both GEMMs, shared with kernels() of a layer that lists
-  // only these two.
-  std::vector<GemmProblem> problems = layerProblems(layer, GemmKind::UpProj);
-  problems.push_back(layerProblems(layer, GemmKind::DownProj).front());
+  // only these two; precompile() fills it too.
+  const std::vector<GemmProblem> problems = forwardProblems(layer);
   const std::shared_ptr<const LoadedLayer> gemms = loadLayer(moduleKey(problems, target), problems);
   const std::shared_ptr<const Module> module(gemms, &gemms->module);
   auto kernel = [&](size_t i) {
@@ -496,11 +495,23 @@ MoeLayer Runtime::layer(const LayerSpec &layer, bool withRounding) {
   return state_->layer(layer, withRounding);
 }
 
+// The layer's module (kernels()) and, where it differs, the forward's
+// up/down module (layer()): a strict runtime serves both afterwards.
 bool Runtime::precompile(const LayerSpec &layer) {
   const std::vector<GemmProblem> problems = layerProblems(layer);
   const CacheKey key = moduleKey(problems, state_->target);
-  return compileThroughCache(*state_->cache, key, problems, state_->target, state_->compiler.get())
-      .compiled;
+  bool compiled =
+      compileThroughCache(*state_->cache, key, problems, state_->target, state_->compiler.get())
+          .compiled;
+  const std::vector<GemmProblem> forward = forwardProblems(layer);
+  if (!forward.empty()) {
+    const CacheKey forwardKey = moduleKey(forward, state_->target);
+    if (!(forwardKey == key))
+      compiled |= compileThroughCache(*state_->cache, forwardKey, forward, state_->target,
+                                      state_->compiler.get())
+                      .compiled;
+  }
+  return compiled;
 }
 
 DeviceMemory Runtime::allocate(size_t bytes) const { return state_->allocate(bytes); }

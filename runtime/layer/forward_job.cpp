@@ -33,8 +33,7 @@ constexpr std::array<const char *, kStages> kStageNames = {"routing", "up_proj",
 // the module Runtime::layer() uses too.
 std::pair<GroupedGemmKernel, GroupedGemmKernel>
 loadForwardGemms(const Gpu &gpu, KernelCache &cache, const LayerSpec &layer, const Target &target) {
-  std::vector<GemmProblem> problems = layerProblems(layer, GemmKind::UpProj);
-  problems.push_back(layerProblems(layer, GemmKind::DownProj).front());
+  const std::vector<GemmProblem> problems = forwardProblems(layer);
   const std::unique_ptr<KernelCompiler> compiler = makeDefaultKernelCompiler();
   CachedModule cached;
   try {

@@ -152,6 +152,23 @@ TEST(Runtime, CompilesOnceThenHitsMemoryAndDisk) {
   EXPECT_EQ(stats.compiles, 0u);
 }
 
+// A layer listing more than up_proj and down_proj gets two modules: all its
+// GEMMs (kernels()) and the forward's up/down (layer()), so that a strict
+// runtime serves both from the precompiled cache.
+TEST(Runtime, PrecompileAlsoFillsTheForwardModule) {
+  ScratchDir dir;
+  Runtime first(optionsFor(dir));
+  const Spec spec = first.parseSpec("layer wide {\n  experts = 8\n  hidden = 256\n"
+                                    "  intermediate = 128\n  router { top_k = 2 }\n"
+                                    "  gemm up_proj {}\n  gemm down_proj {}\n  gemm dx {}\n}\n");
+  EXPECT_TRUE(first.precompile(spec.layers[0]));
+  EXPECT_EQ(first.stats().compiles, 2u);
+  Runtime strict(optionsFor(dir, true));
+  EXPECT_FALSE(strict.precompile(spec.layers[0]));
+  EXPECT_EQ(strict.stats().diskHits, 2u);
+  EXPECT_EQ(strict.stats().compiles, 0u);
+}
+
 TEST(Runtime, StrictModeMissNamesPrecompile) {
   ScratchDir dir;
   Runtime runtime(optionsFor(dir, true));
