@@ -496,7 +496,8 @@ MoeLayer Runtime::layer(const LayerSpec &layer, bool withRounding) {
 }
 
 // The layer's module (kernels()) and, where it differs, the forward's
-// up/down module (layer()): a strict runtime serves both afterwards.
+// up/down module and routing kernels (layer()): a strict runtime serves
+// both afterwards without compiling.
 bool Runtime::precompile(const LayerSpec &layer) {
   const std::vector<GemmProblem> problems = layerProblems(layer);
   const CacheKey key = moduleKey(problems, state_->target);
@@ -504,14 +505,27 @@ bool Runtime::precompile(const LayerSpec &layer) {
       compileThroughCache(*state_->cache, key, problems, state_->target, state_->compiler.get())
           .compiled;
   const std::vector<GemmProblem> forward = forwardProblems(layer);
-  if (!forward.empty()) {
-    const CacheKey forwardKey = moduleKey(forward, state_->target);
-    if (!(forwardKey == key))
-      compiled |= compileThroughCache(*state_->cache, forwardKey, forward, state_->target,
-                                      state_->compiler.get())
-                      .compiled;
+  if (forward.empty())
+    return compiled;
+  const CacheKey forwardKey = moduleKey(forward, state_->target);
+  if (!(forwardKey == key))
+    compiled |= compileThroughCache(*state_->cache, forwardKey, forward, state_->target,
+                                    state_->compiler.get())
+                    .compiled;
+  // The forward's routing kernels (plain top-K and token rounding), when
+  // NVRTC is here; without it the first layer() compiles them.
+  TemplateKernelCache *templates = nullptr;
+  try {
+    templates = &state_->templateCache();
+  } catch (const Error &) {
+    return compiled;
   }
-  return compiled;
+  const size_t before = templates->nvrtcCompiles();
+  const std::string arch = routingKernelArch(state_->target.computeCapability());
+  for (bool rounding : {false, true})
+    templates->compile(
+        layerKernelProgram(internal::forwardRoutingConfig(layer, rounding), arch));
+  return compiled || templates->nvrtcCompiles() > before;
 }
 
 DeviceMemory Runtime::allocate(size_t bytes) const { return state_->allocate(bytes); }

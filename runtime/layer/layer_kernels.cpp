@@ -73,7 +73,7 @@ void memsetZero(const Stream &stream, const CudaDriver &cu, CUdeviceptr pointer,
 
 std::string targetArch(const Gpu &gpu) {
   const DeviceProperties &p = gpu.properties();
-  return "sm_" + std::to_string(p.computeMajor * 10 + p.computeMinor);
+  return routingKernelArch(p.computeMajor * 10 + p.computeMinor);
 }
 
 Module loadModule(const Gpu &gpu, const std::shared_ptr<const CompiledTemplates> &compiled) {
@@ -83,6 +83,10 @@ Module loadModule(const Gpu &gpu, const std::shared_ptr<const CompiledTemplates>
 }
 
 } // namespace
+
+std::string routingKernelArch(int computeCapability) {
+  return "sm_" + std::to_string(computeCapability);
+}
 
 RoutingKernelsConfig RoutingKernelsConfig::fromLayer(const LayerSpec &layer, int upProjTileM) {
   RoutingKernelsConfig config;

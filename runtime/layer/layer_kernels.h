@@ -60,6 +60,9 @@ std::vector<std::string> layerKernelNameExpressions(const RoutingKernelsConfig &
 // The NVRTC program of a config for `arch` (sm_XY: cubin, compute_XY: PTX);
 // only the used kernels are named.
 TemplateProgram layerKernelProgram(const RoutingKernelsConfig &config, const std::string &arch);
+// The arch the layer kernels are compiled for on a GPU of compute
+// capability `computeCapability` (e.g. 90: "sm_90", a cubin).
+std::string routingKernelArch(int computeCapability);
 
 // Grouped rows: at most T*K, or with rounding up to E*(tile-1) more (each
 // expert's rounded count is at most min(T, count + tile - 1)).

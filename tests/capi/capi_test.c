@@ -169,12 +169,14 @@ int main(int argc, char **argv) {
   EXPECT(stats.compiles == 1);
   EXPECT(stats.memory_hits == 1);
 
-  /* A second, strict runtime on the same directory: a disk hit, no compile;
-   * a layer that was never compiled is an error naming precompile. */
+  /* A second, strict runtime on the same directory: disk hits, no compile
+   * (the module, and the two routing programs precompile stored where NVRTC
+   * is installed); a layer that was never compiled is an error naming
+   * precompile. */
   moejit_runtime *strict = makeRuntime(cacheDir, 1);
   EXPECT(moejit_precompile(strict, spec, NULL) == MOEJIT_OK);
   EXPECT(moejit_runtime_stats(strict, &stats) == MOEJIT_OK);
-  EXPECT(stats.disk_hits == 1 && stats.compiles == 0);
+  EXPECT((stats.disk_hits == 1 || stats.disk_hits == 3) && stats.compiles == 0);
   const char other[] = "layer other {\n  experts = 4\n  hidden = 128\n  intermediate = 64\n"
                        "  router { top_k = 1 }\n  gemm down_proj {}\n}\n";
   moejit_spec *otherSpec = NULL;
