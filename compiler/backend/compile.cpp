@@ -177,7 +177,9 @@ void buildGroupedGemm(OpBuilder &builder, const GemmProblem &p,
       path == KernelPath::Hopper && !hopperPingPong(p.schedule) &&
               p.schedule.raster == Raster::AlongM
           ? builder.getUnitAttr()
-          : UnitAttr());
+          : UnitAttr(),
+      path == KernelPath::Hopper && hopperStaggered(p.schedule) ? builder.getUnitAttr()
+                                                               : UnitAttr());
   (void)op;
 }
 

@@ -100,6 +100,12 @@ LogicalResult GroupedGemmOp::verify() {
     return emitOpError("ping_pong needs path = hopper and tile m = 64, or 128 with tile n "
                        "<= 128 (each consumer warpgroup owns a whole tile), got tile ")
            << tile[0] << "x" << tile[1];
+  if (getStaggeredEpilogues() &&
+      (getPath() != KernelPath::Hopper || getPingPong() || tile[0] != 128))
+    return emitOpError("staggered_epilogues needs path = hopper without ping_pong and tile m = "
+                       "128 (two cooperative consumer warpgroups take turns on the epilogue), "
+                       "got tile ")
+           << tile[0] << "x" << tile[1];
   if (getRasterAlongM() && (getPath() != KernelPath::Hopper || getPingPong()))
     return emitOpError("raster_along_m needs path = hopper without ping_pong (ping-pong "
                        "consumers take turns on the N-fastest work items)");

@@ -97,7 +97,8 @@ def Moe_GroupedGemmOp : Op<Moe_Dialect, "grouped_gemm", [Symbol]> {
     Moe_KernelPathAttr:$path,
     UnitAttr:$ping_pong,
     DefaultValuedAttr<I64Attr, "1">:$cluster_m,
-    UnitAttr:$raster_along_m);
+    UnitAttr:$raster_along_m,
+    UnitAttr:$staggered_epilogues);
   let assemblyFormat = "$sym_name attr-dict";
   let hasVerifier = 1;
 }

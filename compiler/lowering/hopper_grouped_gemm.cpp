@@ -72,6 +72,7 @@ struct HopperConfig : GroupedGemmAttrs {
     Schedule schedule;
     schedule.tile = tile;
     pingPong = op.getPingPong();
+    staggered = op.getStaggeredEpilogues();
     // A consumer warpgroup owns all tile.n columns: gate and up halves.
     gateUpHalves = true;
     if (pingPong)
@@ -93,6 +94,10 @@ struct HopperConfig : GroupedGemmAttrs {
   // ping-pong tile (2 for 128 rows: two m64 wgmmas per k16 step, and
   // tile.n <= 128 so the accumulators still fit), one otherwise.
   int64_t rowBlocks() const { return pingPong ? tileM / kWgmmaM : 1; }
+  // Staggered: the two cooperative consumers take turns on the epilogue
+  // (consumer 0 first), so that one runs the next tile's main loop while the
+  // other stores.
+  bool orderedEpilogues() const { return staggered && consumers() == 2; }
   // Consumer warps that read each stage (and arrive on its empty barrier).
   int64_t stageReaders() const { return (pingPong ? 1 : consumers()) * 4; }
 
@@ -102,6 +107,7 @@ struct HopperConfig : GroupedGemmAttrs {
   bool tmaB() const { return weightTileIsBoxes(halvesGateUp(), bKContiguous, tileN); }
 
   bool pingPong = false;
+  bool staggered = false;
   int64_t threads = 0;
   // CTAs per cluster (along M): each loads 1 / cluster of the B tile and
   // multicasts it to all of them (hopperClusterSize).
@@ -261,7 +267,7 @@ private:
         NVVM::MBarrierInitOp::create(b, emptyBarrier(idx(s)), consumerWarps,
                                      Value());
       }
-      if (cfg.pingPong) {
+      if (cfg.pingPong || cfg.orderedEpilogues()) {
         Value warps = arith::ConstantOp::create(
             b, b.getI32IntegerAttr(kWarpsPerGroup));
         for (int64_t g = 0; g < 2; ++g)
@@ -675,7 +681,7 @@ private:
   // stage's wgmmas and keep one group in flight; once the previous K
   // tile's group has retired, lane 0 of each warp hands its stage back.
   // The epilogue runs from registers while the producer already fills the
-  // stages of the next tile.
+  // stages of the next tile; staggered consumers take turns on it.
   void emitConsumer() {
     consumerGroup = sub(warpgroup, idx(1));
     // The warp's 16-row slice of the tile.
@@ -687,7 +693,7 @@ private:
         when(eq(remu(ordinal, idx(2)), consumerGroup),
              [&] { emitConsumerTile(tile, kBefore, leader, ordinal); });
       else
-        emitConsumerTile(tile, kBefore, leader, Value());
+        emitConsumerTile(tile, kBefore, leader, ordinal);
     });
   }
 
@@ -699,8 +705,10 @@ private:
   // consumer 1 its j-th once consumer 0 finished its j-th (turn barrier
   // 1, phase j). Each arrives on the other's turn barrier after its main
   // loop, one arrive per warp.
-  void waitForTurn(Value ordinal) {
-    Value round = remu(divu(ordinal, idx(2)), idx(2));
+  // Cooperative consumers with ordered epilogues use the same two barriers
+  // for their epilogues: consumer g's j-th tile is the CTA's j-th.
+  void waitForTurn(Value turn) {
+    Value round = remu(turn, idx(2));
     Value parity = select(eq(consumerGroup, idx(0)), xori(round, idx(1)), round);
     wait(turnBarrier(consumerGroup), parity);
   }
@@ -714,7 +722,7 @@ private:
   void emitConsumerTile(const CtaTile &tile, Value kBefore, Value leader,
                         Value ordinal) {
     if (cfg.pingPong)
-      waitForTurn(ordinal);
+      waitForTurn(divu(ordinal, idx(2)));
     // The accumulators start undefined: the first K tile's first wgmma
     // overwrites them. Zeroing them with moves instead puts register writes
     // between the wgmma fence and the first wgmma; ptxas then injects a
@@ -778,6 +786,8 @@ private:
       passTurn(leader);
     NVVM::WgmmaWaitGroupSyncOp::create(b, 0);
     release(add(kBefore, sub(tile.kTiles, idx(1))));
+    if (cfg.orderedEpilogues())
+      waitForTurn(ordinal);
     for (int64_t block = 0; block < cfg.rowBlocks(); ++block) {
       SmallVector<Value> values;
       for (int64_t i = 0; i < cfg.accumulators(); ++i)
@@ -785,6 +795,8 @@ private:
             b, loop.getResult(block), ArrayRef<int64_t>{i}));
       emitEpilogue(tile, block, values);
     }
+    if (cfg.orderedEpilogues())
+      passTurn(leader);
   }
 
   // --- epilogue -----------------------------------------------------------

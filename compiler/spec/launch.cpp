@@ -55,6 +55,12 @@ bool hopperPingPong(const Schedule &schedule) {
          (schedule.tile.m == kWgmmaM || (schedule.tile.m == 2 * kWgmmaM && schedule.tile.n <= 128));
 }
 
+// Staggered: the cooperative kernel of a 128-row tile whose two consumer
+// warpgroups take turns on the epilogue.
+bool hopperStaggered(const Schedule &schedule) {
+  return schedule.warpgroups == WarpgroupMode::Staggered && schedule.tile.m == 2 * kWgmmaM;
+}
+
 int hopperThreads(const Schedule &schedule) {
   if (hopperPingPong(schedule))
     return static_cast<int>(kWarpgroupThreads) * 3;

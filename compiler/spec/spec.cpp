@@ -88,9 +88,10 @@ template <> std::span<const NamedValue<RoundingMode>> namesOf<RoundingMode>() {
 }
 
 template <> std::span<const NamedValue<WarpgroupMode>> namesOf<WarpgroupMode>() {
-  static constexpr std::array<NamedValue<WarpgroupMode>, 2> table{{
+  static constexpr std::array<NamedValue<WarpgroupMode>, 3> table{{
       {WarpgroupMode::Cooperative, "cooperative"},
       {WarpgroupMode::PingPong, "pingpong"},
+      {WarpgroupMode::Staggered, "staggered"},
   }};
   return asSpan(table);
 }

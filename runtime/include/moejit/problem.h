@@ -114,10 +114,16 @@ struct HopperTileLayout {
 };
 HopperTileLayout hopperTileLayout(const TileShape &tile);
 // Whether the Hopper path runs the schedule ping-pong: two consumer
-// warpgroups each own whole 64-row tiles and take turns, so one's epilogue
-// overlaps the other's main loop. Only with tile.m = 64; a ping-pong
-// schedule of taller tiles runs cooperatively (docs/schedules.md).
+// warpgroups each own whole tiles and take turns, so one's epilogue
+// overlaps the other's main loop. Only with tile.m = 64, or 128 with
+// tile.n <= 128; a ping-pong schedule of other tiles runs cooperatively
+// (docs/schedules.md).
 bool hopperPingPong(const Schedule &schedule);
+// Whether the Hopper path runs the schedule staggered: cooperative 128-row
+// tiles whose two consumer warpgroups store their halves in turns, so one's
+// epilogue overlaps the other's next main loop. Only with tile.m = 128; a
+// staggered schedule of other tiles runs cooperatively.
+bool hopperStaggered(const Schedule &schedule);
 // Threads per block of the Hopper path: a producer warpgroup and one
 // consumer warpgroup per 64 rows of M (two for ping-pong).
 int hopperThreads(const Schedule &schedule);

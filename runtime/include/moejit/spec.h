@@ -20,7 +20,7 @@ enum class Activation { SwiGLU, GeGLU, GeLU, ReLU, None };
 enum class GateUpLayout { Concatenated, Interleaved };
 enum class ScoreFunc { Softmax, Sigmoid };
 enum class RoundingMode { None, Nearest, Up, Down };
-enum class WarpgroupMode { Cooperative, PingPong };
+enum class WarpgroupMode { Cooperative, PingPong, Staggered };
 enum class Raster { AlongM, AlongN };
 
 // The grouped GEMMs of a layer. See docs/kernel-abi.md for the operands.

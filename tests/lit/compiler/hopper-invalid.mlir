@@ -47,3 +47,16 @@ moe.grouped_gemm @pingpong_bands {
   gate_up = #moe.gate_up<concatenated>, c_columns = 1024 : i64,
   aux_columns = 0 : i64, tile = array<i64: 64, 256, 64>, stages = 4 : i64,
   warps = array<i64: 1, 4>, path = #moe.path<hopper>, ping_pong, raster_along_m}
+
+// -----
+
+// Staggered epilogues take turns between the two consumers of a 128-row tile.
+// expected-error @+1 {{staggered_epilogues needs path = hopper without ping_pong and tile m = 128 (two cooperative consumer warpgroups take turns on the epilogue), got tile 64x256}}
+moe.grouped_gemm @staggered_short {
+  varlen = #moe.varlen<m>, element_type = bf16, experts = 8 : i64,
+  m = 0 : i64, n = 1024 : i64, k = 256 : i64,
+  a_k_contiguous = true, b_k_contiguous = false,
+  epilogue = #moe.epilogue<store>, activation = #moe.activation<swiglu>,
+  gate_up = #moe.gate_up<concatenated>, c_columns = 1024 : i64,
+  aux_columns = 0 : i64, tile = array<i64: 64, 256, 64>, stages = 4 : i64,
+  warps = array<i64: 1, 4>, path = #moe.path<hopper>, staggered_epilogues}

@@ -83,6 +83,8 @@ TEST(CacheKey, EveryFieldChangesTheKey) {
       {"cluster.n", problem([](GemmProblem &p) { p.schedule.cluster.n = 2; })},
       {"warpgroups",
        problem([](GemmProblem &p) { p.schedule.warpgroups = WarpgroupMode::PingPong; })},
+      {"warpgroups staggered",
+       problem([](GemmProblem &p) { p.schedule.warpgroups = WarpgroupMode::Staggered; })},
       {"raster", problem([](GemmProblem &p) { p.schedule.raster = Raster::AlongN; })},
       {"persistent", problem([](GemmProblem &p) { p.schedule.persistent = true; })},
       {"kernelName", problem([](GemmProblem &p) { p.kernelName = "other"; })},

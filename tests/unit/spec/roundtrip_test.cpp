@@ -86,7 +86,7 @@ private:
     s.tile = {64 * uniform(1, 4), 8 * uniform(1, 32), 16 * uniform(1, 8)};
     s.stages = uniform(1, 8);
     s.cluster = {pick({1, 2, 4}), pick({1, 2})};
-    s.warpgroups = pick({WarpgroupMode::Cooperative, WarpgroupMode::PingPong});
+    s.warpgroups = pick({WarpgroupMode::Cooperative, WarpgroupMode::PingPong, WarpgroupMode::Staggered});
     s.raster = pick({Raster::AlongM, Raster::AlongN});
     s.persistent = uniform(0, 1) == 1;
     return s;
