@@ -100,7 +100,9 @@ CompiledTemplates compileTemplateKernels(const Nvrtc &nvrtc, const TemplateProgr
   return out;
 }
 
-std::string templateCacheKey(const Nvrtc &nvrtc, const TemplateProgram &program) {
+namespace {
+
+std::string programKey(std::string_view compiler, const TemplateProgram &program) {
   XXH3_state_t *state = XXH3_createState();
   XXH3_128bits_reset(state);
   // Each field with its length, so no two inputs concatenate alike.
@@ -114,7 +116,7 @@ std::string templateCacheKey(const Nvrtc &nvrtc, const TemplateProgram &program)
     add(header.name);
     add(header.source);
   }
-  add("nvrtc " + std::to_string(nvrtc.versionMajor()) + "." + std::to_string(nvrtc.versionMinor()));
+  add(compiler);
   add(program.arch);
   for (const std::string &option : program.options)
     add(option);
@@ -129,19 +131,52 @@ std::string templateCacheKey(const Nvrtc &nvrtc, const TemplateProgram &program)
   return hex;
 }
 
+} // namespace
+
+std::string templateCacheKey(const Nvrtc &nvrtc, const TemplateProgram &program) {
+  return programKey(
+      "nvrtc " + std::to_string(nvrtc.versionMajor()) + "." + std::to_string(nvrtc.versionMinor()),
+      program);
+}
+
+std::string templateCacheKeyAnyNvrtc(const TemplateProgram &program) {
+  return programKey("nvrtc any", program);
+}
+
+TemplateKernelCache::TemplateKernelCache(std::shared_ptr<const Nvrtc> nvrtc,
+                                         std::shared_ptr<TemplateStore> store,
+                                         std::string whyNoNvrtc)
+    : nvrtc_(std::move(nvrtc)), store_(std::move(store)), whyNoNvrtc_(std::move(whyNoNvrtc)) {
+  if (!nvrtc_ && !store_)
+    throw Error("the layer kernels need NVRTC or a kernel cache that holds them: " +
+                (whyNoNvrtc_.empty() ? std::string("no NVRTC was given") : whyNoNvrtc_));
+}
+
 std::shared_ptr<const CompiledTemplates>
 TemplateKernelCache::compile(const TemplateProgram &program) {
-  const std::string key = templateCacheKey(*nvrtc_, program);
+  const std::string anyKey = templateCacheKeyAnyNvrtc(program);
+  const std::string key = nvrtc_ ? templateCacheKey(*nvrtc_, program) : anyKey;
   std::lock_guard lock(mutex_);
   auto it = compiled_.find(key);
   if (it != compiled_.end())
     return it->second;
   std::shared_ptr<const CompiledTemplates> compiled = store_ ? store_->load(key, program) : nullptr;
+  if (!compiled && !nvrtc_)
+    throw Error("the layer kernels for " + program.arch + " (" +
+                    std::to_string(program.nameExpressions.size()) +
+                    " templates) are not in the kernel cache, and NVRTC cannot compile them: " +
+                    whyNoNvrtc_ +
+                    "; fill the cache with `moejit precompile` on a host where NVRTC is installed");
   if (!compiled) {
     compiled = std::make_shared<const CompiledTemplates>(compileTemplateKernels(*nvrtc_, program));
     ++nvrtcCompiles_;
-    if (store_)
+    if (store_) {
       store_->store(key, program, *compiled);
+      store_->store(anyKey, program, *compiled);
+    }
+  } else if (nvrtc_ && store_ && !store_->contains(anyKey)) {
+    // An entry of an earlier version: add the copy a host without NVRTC finds.
+    store_->store(anyKey, program, *compiled);
   }
   compiled_.emplace(key, compiled);
   return compiled;

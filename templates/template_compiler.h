@@ -37,6 +37,10 @@ CompiledTemplates compileTemplateKernels(const Nvrtc &nvrtc, const TemplateProgr
 // Hex digest of everything that changes the output: the embedded template
 // sources, NVRTC's version, the arch, the options and the name expressions.
 std::string templateCacheKey(const Nvrtc &nvrtc, const TemplateProgram &program);
+// The same without NVRTC's version: what a host without NVRTC looks up. The
+// store holds every compile under both keys (the newest compile of a
+// program wins this one).
+std::string templateCacheKeyAnyNvrtc(const TemplateProgram &program);
 
 // A persistent level under TemplateKernelCache's memory (the runtime's
 // kernel cache on disk), so that a new process loads what an earlier one
@@ -48,25 +52,33 @@ public:
                                                         const TemplateProgram &program) = 0;
   virtual void store(const std::string &key, const TemplateProgram &program,
                      const CompiledTemplates &compiled) = 0;
+  // Whether `key` has an entry, without reading it.
+  virtual bool contains(const std::string &key) const = 0;
 };
 
 // Compiled programs by cache key: in memory for one process, then in
 // `store` when there is one, else compiled with NVRTC (and stored).
 // Thread-safe; concurrent requests for one program compile it once.
+//
+// Without NVRTC (`nvrtc` null; `whyNoNvrtc` says why, e.g. Nvrtc::load's
+// error) the cache serves what `store` holds under the NVRTC-free key and
+// throws Error for the rest; it then needs a store.
 class TemplateKernelCache {
 public:
   explicit TemplateKernelCache(std::shared_ptr<const Nvrtc> nvrtc,
-                               std::shared_ptr<TemplateStore> store = nullptr)
-      : nvrtc_(std::move(nvrtc)), store_(std::move(store)) {}
+                               std::shared_ptr<TemplateStore> store = nullptr,
+                               std::string whyNoNvrtc = {});
 
   std::shared_ptr<const CompiledTemplates> compile(const TemplateProgram &program);
-  const Nvrtc &nvrtc() const { return *nvrtc_; }
+  // Whether a miss compiles (NVRTC is here) rather than throws.
+  bool canCompile() const { return nvrtc_ != nullptr; }
   // Programs this cache had NVRTC compile (the others came from the store).
   size_t nvrtcCompiles() const;
 
 private:
   std::shared_ptr<const Nvrtc> nvrtc_;
   std::shared_ptr<TemplateStore> store_;
+  std::string whyNoNvrtc_;
   mutable std::mutex mutex_;
   std::map<std::string, std::shared_ptr<const CompiledTemplates>> compiled_;
   size_t nvrtcCompiles_ = 0;

@@ -3,6 +3,7 @@
 #include "moejit/error.h"
 
 #include <chrono>
+#include <filesystem>
 #include <optional>
 
 namespace moejit {
@@ -107,6 +108,14 @@ public:
     cache_.store(cacheKey(key), std::move(artifact));
   }
 
+  bool contains(const std::string &key) const override {
+    // Memory only: nothing outlives the process to share the entry with.
+    if (!cache_.diskEnabled())
+      return true;
+    std::error_code error;
+    return std::filesystem::exists(cache_.entryPath(cacheKey(key)), error);
+  }
+
 private:
   // No problems; the template key (sources, NVRTC version, arch, options,
   // names) as the code knob.
@@ -122,6 +131,20 @@ private:
 
 std::shared_ptr<TemplateStore> makeCacheTemplateStore(KernelCache &cache, const Target &target) {
   return std::make_shared<CacheTemplateStore>(cache, target);
+}
+
+std::unique_ptr<TemplateKernelCache> makeTemplateKernelCache(const Knobs &knobs,
+                                                             KernelCache &cache,
+                                                             const Target &target) {
+  std::shared_ptr<const Nvrtc> nvrtc;
+  std::string whyNoNvrtc;
+  try {
+    nvrtc = Nvrtc::load(nvrtcLibraryCandidates(knobs));
+  } catch (const Error &e) {
+    whyNoNvrtc = e.what();
+  }
+  return std::make_unique<TemplateKernelCache>(std::move(nvrtc), makeCacheTemplateStore(cache, target),
+                                               std::move(whyNoNvrtc));
 }
 
 } // namespace moejit

@@ -4,6 +4,7 @@
 // through KernelCompiler).
 #pragma once
 
+#include "moejit/knobs.h"
 #include "moejit/problem.h"
 #include "moejit/spec.h"
 #include "runtime/api/kernel_compiler.h"
@@ -51,5 +52,13 @@ Module loadModule(const Gpu &gpu, const KernelArtifact &artifact, bool *jitCompi
 // instead of compiling again. Lookups never compile, so strict mode, which
 // is about the GEMM JIT, does not refuse them; a bad entry counts as a miss.
 std::shared_ptr<TemplateStore> makeCacheTemplateStore(KernelCache &cache, const Target &target);
+
+// The layer kernels' cache of a runtime: NVRTC found through the knobs
+// (MOEJIT_NVRTC, CUDA_HOME) over `cache`; without NVRTC it serves what the
+// cache holds (`moejit precompile` elsewhere) and names the missing library
+// on a miss.
+std::unique_ptr<TemplateKernelCache> makeTemplateKernelCache(const Knobs &knobs,
+                                                             KernelCache &cache,
+                                                             const Target &target);
 
 } // namespace moejit

@@ -252,8 +252,7 @@ LayerKernels RuntimeState::kernels(const LayerSpec &layer) {
 TemplateKernelCache &RuntimeState::templateCache() {
   std::lock_guard lock(templatesMutex);
   if (!templates)
-    templates = std::make_unique<TemplateKernelCache>(Nvrtc::load(nvrtcLibraryCandidates(knobs)),
-                                                      makeCacheTemplateStore(*cache, target));
+    templates = makeTemplateKernelCache(knobs, *cache, target);
   return *templates;
 }
 
@@ -514,12 +513,9 @@ bool Runtime::precompile(const LayerSpec &layer) {
                     .compiled;
   // The forward's routing kernels (plain top-K and token rounding), when
   // NVRTC is here; without it the first layer() compiles them.
-  TemplateKernelCache *templates = nullptr;
-  try {
-    templates = &state_->templateCache();
-  } catch (const Error &) {
+  TemplateKernelCache *templates = &state_->templateCache();
+  if (!templates->canCompile())
     return compiled;
-  }
   const size_t before = templates->nvrtcCompiles();
   const std::string arch = routingKernelArch(state_->target.computeCapability());
   for (bool rounding : {false, true})

@@ -233,9 +233,9 @@ int runForward(const ForwardRunOptions &options, std::ostream &out, std::ostream
              gpu->properties().smCount, target.arch);
 
   KernelCache cache(KernelCacheOptions::fromKnobs(knobs));
-  TemplateKernelCache templates(Nvrtc::load(nvrtcLibraryCandidates(knobs)),
-                                makeCacheTemplateStore(cache, target));
-  const MoeLayer moe = loadMoeLayer(*gpu, cache, templates, *layer, target, options.tokenRounding);
+  const std::unique_ptr<TemplateKernelCache> templates =
+      makeTemplateKernelCache(knobs, cache, target);
+  const MoeLayer moe = loadMoeLayer(*gpu, cache, *templates, *layer, target, options.tokenRounding);
   const RoutingKernels &kernels = moe.routingKernels(options.tokenRounding);
   const RoutingKernelsConfig &config = kernels.config();
   const int64_t T = options.tokens;

@@ -156,8 +156,11 @@ TEST(Runtime, CompilesOnceThenHitsMemoryAndDisk) {
   EXPECT_TRUE(second.strict());
   EXPECT_FALSE(second.precompile(spec.layers[0]));
   stats = second.stats();
-  // The module, and the routing programs precompile stored (NVRTC present).
-  EXPECT_EQ(stats.diskHits, cacheEntries(dir.cache()));
+  // The module, and the routing programs precompile stored (NVRTC present);
+  // each program's NVRTC-free copy is not read.
+  const size_t entries = cacheEntries(dir.cache());
+  EXPECT_TRUE(entries == 1 ? stats.diskHits == 1 : stats.diskHits == 3 && entries == 5)
+      << stats.diskHits << " disk hits, " << entries << " entries";
   EXPECT_EQ(stats.compiles, 0u);
 }
 
@@ -174,7 +177,8 @@ TEST(Runtime, PrecompileAlsoFillsTheForward) {
   EXPECT_TRUE(first.precompile(spec.layers[0]));
   EXPECT_EQ(first.stats().compiles, 2u);
   const size_t entries = cacheEntries(dir.cache());
-  EXPECT_TRUE(entries == 4 || entries == 2) << entries; // 2: no NVRTC here
+  // Two GEMM modules, and with NVRTC both routing programs under two keys each.
+  EXPECT_TRUE(entries == 6 || entries == 2) << entries; // 2: no NVRTC here
   Runtime strict(optionsFor(dir, true));
   EXPECT_FALSE(strict.precompile(spec.layers[0]));
   EXPECT_EQ(strict.stats().compiles, 0u);

@@ -35,7 +35,8 @@ TEST(CacheTemplateStore, ASecondProcessLoadsInsteadOfCompiling) {
     first = templates.compile(program);
     EXPECT_EQ(templates.nvrtcCompiles(), 1u);
     EXPECT_EQ(templates.compile(program), first); // memory
-    EXPECT_EQ(cache.stats().entries, 1u);
+    // Under its key and under the NVRTC-free one.
+    EXPECT_EQ(cache.stats().entries, 2u);
   }
   // A new process: new caches over the same directory, strict.
   KernelCacheOptions strict{directory.string()};
@@ -53,6 +54,67 @@ TEST(CacheTemplateStore, ASecondProcessLoadsInsteadOfCompiling) {
   ampere.arch = "sm_80";
   templates.compile(ampere);
   EXPECT_EQ(templates.nvrtcCompiles(), 1u);
+  std::error_code ignored;
+  std::filesystem::remove_all(directory, ignored);
+}
+
+TEST(CacheTemplateStore, AHostWithoutNvrtcServesWhatTheCacheHolds) {
+  std::shared_ptr<const Nvrtc> nvrtc;
+  try {
+    nvrtc = Nvrtc::load(nvrtcLibraryCandidates(Knobs::fromEnvironment()));
+  } catch (const Error &e) {
+    GTEST_SKIP() << e.what();
+  }
+  std::random_device random;
+  const std::filesystem::path directory =
+      std::filesystem::temp_directory_path() / ("moejit-template-store-" + std::to_string(random()));
+  const Target target = Target::fromArch("sm_90a");
+  RoutingKernelsConfig config;
+  config.experts = 32;
+  config.topK = 4;
+  const TemplateProgram program = layerKernelProgram(config, "sm_90a");
+  TemplateProgram older = program; // stored by an earlier version: its own key only
+  older.arch = "sm_89";
+
+  std::shared_ptr<const CompiledTemplates> compiled;
+  {
+    KernelCache cache(KernelCacheOptions{directory.string()});
+    const std::shared_ptr<TemplateStore> store = makeCacheTemplateStore(cache, target);
+    TemplateKernelCache templates(nvrtc, store);
+    compiled = templates.compile(program);
+    store->store(templateCacheKey(*nvrtc, older), older, compileTemplateKernels(*nvrtc, older));
+  }
+  KernelCacheOptions strict{directory.string()};
+  strict.strict = true;
+  {
+    KernelCache cache(strict);
+    TemplateKernelCache templates(nullptr, makeCacheTemplateStore(cache, target),
+                                  "libnvrtc.so.13: not found (test)");
+    EXPECT_FALSE(templates.canCompile());
+    const std::shared_ptr<const CompiledTemplates> loaded = templates.compile(program);
+    EXPECT_EQ(loaded->image, compiled->image);
+    EXPECT_EQ(loaded->loweredNames, compiled->loweredNames);
+    EXPECT_EQ(templates.nvrtcCompiles(), 0u);
+    // The older entry has no NVRTC-free copy yet; the miss names the cause and the way out.
+    try {
+      templates.compile(older);
+      ADD_FAILURE() << "a program the cache lacks loaded without NVRTC";
+    } catch (const Error &e) {
+      EXPECT_NE(std::string(e.what()).find("not found (test)"), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find("moejit precompile"), std::string::npos) << e.what();
+    }
+  }
+  {
+    // A host with NVRTC that loads the older entry adds the NVRTC-free copy.
+    KernelCache cache(strict);
+    TemplateKernelCache templates(nvrtc, makeCacheTemplateStore(cache, target));
+    templates.compile(older);
+    EXPECT_EQ(templates.nvrtcCompiles(), 0u);
+  }
+  KernelCache cache(strict);
+  TemplateKernelCache templates(nullptr, makeCacheTemplateStore(cache, target), "no NVRTC (test)");
+  EXPECT_FALSE(templates.compile(older)->image.empty());
+  EXPECT_THROW(TemplateKernelCache(nullptr, nullptr, "no NVRTC (test)"), Error);
   std::error_code ignored;
   std::filesystem::remove_all(directory, ignored);
 }
