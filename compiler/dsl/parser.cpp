@@ -276,7 +276,8 @@ bool contains(std::span<const std::string_view> list, std::string_view word) {
 
 class SpecReader {
 public:
-  SpecReader(const Target &target, Diagnostics &diags) : target_(target), diags_(diags) {}
+  SpecReader(const Target &target, Diagnostics &diags, const ScheduleSource *tuned)
+      : target_(target), diags_(diags), tuned_(tuned) {}
 
   SpecSource read(const AstFile &ast) {
     // Problems of the whole file name the file but no line.
@@ -561,9 +562,11 @@ private:
     // Defaults depend on the whole layer, so they come after all of it is read.
     for (const PendingGemm &gemm : pending) {
       GemmSpec &spec = layer.gemms[gemm.index];
-      spec.schedule = applyPatch(defaultSchedule(layer, spec.kind, target_), gemm.patch);
+      spec.schedule = gemm.patch == SchedulePatch{}
+                          ? openSchedule(layer, spec.kind, target_, tuned_)
+                          : applyPatch(defaultSchedule(layer, spec.kind, target_), gemm.patch);
     }
-    addStandardGemms(layer, target_);
+    addStandardGemms(layer, target_, tuned_);
   }
 
   // Records where the block at `path` is; false (and the path poisoned) when
@@ -675,6 +678,7 @@ private:
   }
 
   const Target &target_;
+  const ScheduleSource *tuned_ = nullptr;
   Diagnostics &diags_;
   SpecSource source_;
 };
@@ -696,8 +700,9 @@ AstFile parseAst(std::string_view text, std::string_view file, Diagnostics &diag
   return Parser(lex(text, file, diags), file, diags).parseFile();
 }
 
-SpecSource readSpec(const AstFile &ast, const Target &target, Diagnostics &diags) {
-  return SpecReader(target, diags).read(ast);
+SpecSource readSpec(const AstFile &ast, const Target &target, Diagnostics &diags,
+                    const ScheduleSource *tuned) {
+  return SpecReader(target, diags, tuned).read(ast);
 }
 
 SourceLoc SpecSource::locate(const std::string &path) const {
@@ -722,11 +727,12 @@ bool SpecSource::alreadyReported(const std::string &path) const {
 namespace moejit {
 
 std::optional<Spec> parseSpec(std::string_view text, std::string_view filename,
-                              const Target &target, Diagnostics &diags) {
+                              const Target &target, Diagnostics &diags,
+                              const ScheduleSource *tuned) {
   dsl::setSourceIfEmpty(diags, text);
   Diagnostics found;
   dsl::AstFile ast = dsl::parseAst(text, filename, found);
-  dsl::SpecSource source = dsl::readSpec(ast, target, found);
+  dsl::SpecSource source = dsl::readSpec(ast, target, found, tuned);
   const bool frontEndFailed = found.hasErrors();
 
   Diagnostics semantic;

@@ -3,6 +3,7 @@
 
 #include "compiler/dsl/ast.h"
 #include "moejit/diagnostics.h"
+#include "moejit/dsl.h"
 #include "moejit/spec.h"
 
 #include <map>
@@ -31,7 +32,9 @@ struct SpecSource {
 };
 
 // Gives meaning to the keys of the tree: unknown and duplicate keys, bad
-// values, missing required keys; fills omitted schedule fields for `target`.
-SpecSource readSpec(const AstFile &ast, const Target &target, Diagnostics &diags);
+// values, missing required keys; fills omitted schedule fields for `target`
+// (open schedules from `tuned` when it has them: parseSpec).
+SpecSource readSpec(const AstFile &ast, const Target &target, Diagnostics &diags,
+                    const ScheduleSource *tuned = nullptr);
 
 } // namespace moejit::dsl

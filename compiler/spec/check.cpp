@@ -291,11 +291,26 @@ std::string gemmPath(const Spec &spec, std::size_t layerIndex, std::size_t gemmI
                      occurrenceSuffix(gemmOccurrence(layer, gemmIndex)));
 }
 
-void addStandardGemms(LayerSpec &layer, const Target &target) {
+Schedule openSchedule(const LayerSpec &layer, GemmKind kind, const Target &target,
+                      const ScheduleSource *tuned) {
+  if (tuned) {
+    if (std::optional<Schedule> schedule = tuned->find(layer, kind, target)) {
+      Spec probe;
+      probe.layers.push_back(layer);
+      probe.layers.back().gemms = {GemmSpec{kind, *schedule}};
+      Diagnostics ignored;
+      if (checkSpec(probe, target, ignored))
+        return *schedule;
+    }
+  }
+  return defaultSchedule(layer, kind, target);
+}
+
+void addStandardGemms(LayerSpec &layer, const Target &target, const ScheduleSource *tuned) {
   if (!layer.gemms.empty())
     return;
   for (GemmKind kind : kAllGemmKinds)
-    layer.gemms.push_back(GemmSpec{kind, defaultSchedule(layer, kind, target)});
+    layer.gemms.push_back(GemmSpec{kind, openSchedule(layer, kind, target, tuned)});
 }
 
 void sortGemms(LayerSpec &layer) {
@@ -309,17 +324,21 @@ bool checkSpec(const Spec &spec, const Target &target, Diagnostics &diags) {
   return diags.errorCount() == before;
 }
 
-bool resolveSpec(Spec &spec, const Target &target, Diagnostics &diags) {
+bool resolveSpec(Spec &spec, const Target &target, Diagnostics &diags,
+                 const ScheduleSource *tuned) {
   for (LayerSpec &layer : spec.layers) {
-    addStandardGemms(layer, target);
+    const bool standard = layer.gemms.empty();
+    addStandardGemms(layer, target, tuned);
+    if (standard)
+      continue;
     // In C++ a default-constructed schedule, a zero tile or zero stages mean
     // "choose for me".
     for (GemmSpec &gemm : layer.gemms) {
-      Schedule defaults = defaultSchedule(layer, gemm.kind, target);
       if (gemm.schedule == Schedule{}) {
-        gemm.schedule = defaults;
+        gemm.schedule = openSchedule(layer, gemm.kind, target, tuned);
         continue;
       }
+      Schedule defaults = defaultSchedule(layer, gemm.kind, target);
       if (gemm.schedule.tile == TileShape{})
         gemm.schedule.tile = defaults.tile;
       if (gemm.schedule.stages == 0)

@@ -27,8 +27,14 @@ std::string layerPath(const Spec &spec, std::size_t layerIndex);
 // "<layer>.gemm.<kind>", with "#k" for the k-th GEMM of that kind.
 std::string gemmPath(const Spec &spec, std::size_t layerIndex, std::size_t gemmIndex);
 
-// Gives a layer without GEMMs the standard set, each with its default schedule.
-void addStandardGemms(LayerSpec &layer, const Target &target);
+class ScheduleSource;
+// The schedule of a GEMM the spec leaves open: `tuned`'s when it has one that
+// the checks accept for this layer, else defaultSchedule().
+Schedule openSchedule(const LayerSpec &layer, GemmKind kind, const Target &target,
+                      const ScheduleSource *tuned);
+// Gives a layer without GEMMs the standard set, each with openSchedule().
+void addStandardGemms(LayerSpec &layer, const Target &target,
+                      const ScheduleSource *tuned = nullptr);
 // Orders the GEMMs by kind (stable, so duplicates keep their order).
 void sortGemms(LayerSpec &layer);
 

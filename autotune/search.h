@@ -1,0 +1,52 @@
+// The schedule search of `moejit tune`: neighbours of a schedule (one field
+// changed, each accepted by the spec checks for the GEMM) and a local search
+// that measures them in rounds around the best so far. The measurement is
+// the caller's (runtime/src/tune.h runs the kernels on the GPU).
+#pragma once
+
+#include "moejit/spec.h"
+
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace moejit {
+
+// Whether the spec checks accept `schedule` for the GEMM of the layer.
+bool scheduleAccepted(const LayerSpec &layer, GemmKind kind, const Target &target,
+                      const Schedule &schedule);
+
+// Schedules that differ from `center` in one choice (the tile's M or N, or K
+// off the Hopper path; the stages; the warpgroup mode where the Hopper path
+// runs it; the cluster on the Hopper path; the raster; persistence off the
+// Hopper path), each accepted by the checks. A new tile keeps the stages
+// when they fit, else the deepest that does. No duplicates, never `center`.
+std::vector<Schedule> scheduleNeighbours(const LayerSpec &layer, GemmKind kind,
+                                         const Target &target, const Schedule &center);
+
+struct Measurement {
+  Schedule schedule;
+  std::optional<double> tflops; // absent: it failed
+  std::string failure;          // why, when it failed
+};
+
+// Measures a batch of schedules (compiled together), one result each, in order.
+using MeasureFn = std::function<std::vector<Measurement>(const std::vector<Schedule> &)>;
+
+struct SearchResult {
+  Schedule best;             // `start` unless a schedule measured faster
+  double bestTflops = 0;     // 0 when nothing could be measured
+  double startTflops = 0;    // 0 when `start` failed
+  std::vector<Measurement> measured; // in order of measurement
+};
+
+// Measures `start` and its neighbours, then the neighbours of the fastest
+// one not yet measured, and so on, until a round finds nothing faster by
+// more than `minGain` (a fraction, against noise), `rounds` rounds ran or
+// `budget` schedules were measured (start included).
+SearchResult searchSchedules(const LayerSpec &layer, GemmKind kind, const Target &target,
+                             const Schedule &start, const MeasureFn &measure, int budget,
+                             int rounds = 3, double minGain = 0.01);
+
+} // namespace moejit
