@@ -1,6 +1,7 @@
 #include "autotune/tuning_db.h"
 
 #include "moejit/error.h"
+#include "moejit/knobs.h"
 #include "moejit/problem.h"
 #include "runtime/cache/cache_key.h"
 
@@ -179,6 +180,10 @@ TuningDb TuningDb::parse(std::string_view text, const std::string &origin) {
     db.entries_.push_back(std::move(entry));
   }
   return db;
+}
+
+TuningDb tuningDbOfKnobs(const Knobs &knobs) {
+  return knobs.tuningDb.empty() ? TuningDb() : TuningDb::load(knobs.tuningDb);
 }
 
 TuningDb TuningDb::load(const std::string &path) {

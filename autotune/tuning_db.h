@@ -46,6 +46,12 @@ struct TunedSchedule {
 // count) filled in; the caller adds the schedule and what it measured.
 TunedSchedule tunedScheduleFor(const LayerSpec &layer, GemmKind kind, const Target &target);
 
+class TuningDb;
+struct Knobs;
+// The database MOEJIT_TUNING_DB names (empty without the knob); throws Error
+// as TuningDb::load.
+TuningDb tuningDbOfKnobs(const Knobs &knobs);
+
 class TuningDb final : public ScheduleSource {
 public:
   // An empty database when `path` does not exist; throws Error naming the

@@ -54,6 +54,9 @@ const std::vector<KnobInfo> &Knobs::registry() {
        "off: leave the PTX to the driver's JIT at every load"},
       {"MOEJIT_JIT_LOG", "bool", "0",
        "1: print the driver JIT's log of each module loaded (registers, spills) to stderr"},
+      {"MOEJIT_TUNING_DB", "path", "(none)",
+       "tuning database written by `moejit tune`: GEMMs whose schedule a spec leaves open take "
+       "the schedule measured fastest for their shape on this GPU"},
   };
   return knobs;
 }
@@ -73,6 +76,8 @@ Knobs Knobs::fromEnvironment() {
   if (const char *ptxas = getEnv("MOEJIT_PTXAS"))
     k.ptxas = ptxas;
   k.jitLog = parseBool("MOEJIT_JIT_LOG", getEnv("MOEJIT_JIT_LOG"), false);
+  if (const char *tuningDb = getEnv("MOEJIT_TUNING_DB"))
+    k.tuningDb = tuningDb;
   return k;
 }
 

@@ -4,6 +4,7 @@
 
 #include "moejit/knobs.h"
 #include "moejit/problem.h"
+#include "autotune/tuning_db.h"
 #include "runtime/api/kernel_compiler.h"
 #include "runtime/api/launch_check.h"
 #include "runtime/api/layer_module.h"
@@ -27,26 +28,27 @@
 
 namespace moejit {
 
-Spec parseSpecText(std::string_view text, const Target &target, std::string_view filename) {
+Spec parseSpecText(std::string_view text, const Target &target, std::string_view filename,
+                   const ScheduleSource *tuned) {
   Diagnostics diags{std::string(text)};
-  std::optional<Spec> spec = parseSpec(text, filename, target, diags);
+  std::optional<Spec> spec = parseSpec(text, filename, target, diags, tuned);
   if (!spec)
     throw Error(diags.render());
   return std::move(*spec);
 }
 
-Spec parseSpecFile(const std::string &path, const Target &target) {
+Spec parseSpecFile(const std::string &path, const Target &target, const ScheduleSource *tuned) {
   std::ifstream in(path, std::ios::binary);
   if (!in)
     throw Error("cannot read '" + path + "': " + std::strerror(errno));
   std::ostringstream text;
   text << in.rdbuf();
-  return parseSpecText(text.str(), target, path);
+  return parseSpecText(text.str(), target, path, tuned);
 }
 
-void resolveSpecOrThrow(Spec &spec, const Target &target) {
+void resolveSpecOrThrow(Spec &spec, const Target &target, const ScheduleSource *tuned) {
   Diagnostics diags;
-  if (!resolveSpec(spec, target, diags))
+  if (!resolveSpec(spec, target, diags, tuned))
     throw Error(diags.render());
 }
 
@@ -131,6 +133,7 @@ struct RuntimeState {
   int device = 0;
   std::unique_ptr<KernelCompiler> compiler;
   std::unique_ptr<KernelCache> cache;
+  TuningDb tuningDb; // open schedules of the specs this runtime reads
 
   mutable std::mutex gpuMutex;
   mutable std::optional<Gpu> gpu;
@@ -185,6 +188,9 @@ RuntimeState::RuntimeState(const RuntimeOptions &options)
   KernelCacheOptions cacheOptions = KernelCacheOptions::fromKnobs(knobs);
   cacheOptions.maxBytes = options.cacheMaxBytes;
   cache = std::make_unique<KernelCache>(std::move(cacheOptions));
+  if (options.tuningDb)
+    knobs.tuningDb = *options.tuningDb;
+  tuningDb = tuningDbOfKnobs(knobs);
 }
 
 const Gpu &RuntimeState::openGpu() const {
@@ -482,12 +488,14 @@ bool Runtime::hasGpu() const {
 }
 
 Spec Runtime::parseSpec(std::string_view text, std::string_view filename) const {
-  return parseSpecText(text, state_->target, filename);
+  return parseSpecText(text, state_->target, filename, &state_->tuningDb);
 }
 Spec Runtime::readSpec(const std::string &path) const {
-  return parseSpecFile(path, state_->target);
+  return parseSpecFile(path, state_->target, &state_->tuningDb);
 }
-void Runtime::resolve(Spec &spec) const { resolveSpecOrThrow(spec, state_->target); }
+void Runtime::resolve(Spec &spec) const {
+  resolveSpecOrThrow(spec, state_->target, &state_->tuningDb);
+}
 
 LayerKernels Runtime::kernels(const LayerSpec &layer) { return state_->kernels(layer); }
 MoeLayer Runtime::layer(const LayerSpec &layer, bool withRounding) {

@@ -1,5 +1,6 @@
 #include "runtime/layer/forward_job.h"
 
+#include "autotune/tuning_db.h"
 #include "moejit/dsl.h"
 #include "moejit/error.h"
 #include "moejit/knobs.h"
@@ -208,8 +209,15 @@ int runForward(const ForwardRunOptions &options, std::ostream &out, std::ostream
     err << "moejit run: error: " << e.what() << "\n";
     return kRunUsage;
   }
+  TuningDb tuned;
+  try {
+    tuned = tuningDbOfKnobs(knobs);
+  } catch (const Error &e) {
+    err << "moejit run: error: " << e.what() << "\n";
+    return kRunUsage;
+  }
   int failure = kRunOk;
-  const std::optional<Spec> spec = readRunSpec(options.file, target, err, failure);
+  const std::optional<Spec> spec = readRunSpec(options.file, target, err, failure, &tuned);
   if (!spec)
     return failure;
   const LayerSpec *layer =

@@ -1,5 +1,6 @@
 #include "runtime/src/run.h"
 
+#include "autotune/tuning_db.h"
 #include "moejit/dsl.h"
 #include "moejit/error.h"
 #include "moejit/knobs.h"
@@ -495,8 +496,16 @@ int runSpec(const RunContext &run) {
     return kRunUsage;
   }
 
+  // Open schedules from the tuning database when MOEJIT_TUNING_DB names one.
+  TuningDb tuned;
+  try {
+    tuned = tuningDbOfKnobs(knobs);
+  } catch (const Error &e) {
+    run.err << "moejit run: error: " << e.what() << "\n";
+    return kRunUsage;
+  }
   int failure = kRunOk;
-  std::optional<Spec> spec = readRunSpec(options.file, target, run.err, failure);
+  std::optional<Spec> spec = readRunSpec(options.file, target, run.err, failure, &tuned);
   if (!spec)
     return failure;
 
@@ -582,7 +591,7 @@ std::string runResultsJson(const std::string &device, const std::string &arch,
 }
 
 std::optional<Spec> readRunSpec(const std::string &file, const Target &target, std::ostream &err,
-                                int &failure) {
+                                int &failure, const ScheduleSource *tuned) {
   std::ifstream in(file, std::ios::binary);
   if (!in) {
     err << "moejit run: error: cannot read '" << file << "'\n";
@@ -592,7 +601,7 @@ std::optional<Spec> readRunSpec(const std::string &file, const Target &target, s
   std::ostringstream text;
   text << in.rdbuf();
   Diagnostics diags(text.str());
-  std::optional<Spec> spec = parseSpec(text.str(), file, target, diags);
+  std::optional<Spec> spec = parseSpec(text.str(), file, target, diags, tuned);
   if (!diags.all().empty())
     err << diags.render();
   if (!spec)

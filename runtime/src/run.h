@@ -3,6 +3,7 @@
 // references and time them.
 #pragma once
 
+#include "moejit/dsl.h"
 #include "moejit/problem.h"
 #include "moejit/spec.h"
 #include "runtime/cache/kernel_cache.h"
@@ -47,11 +48,12 @@ inline constexpr int kRunCheckFailed = 3; // a kernel failed its check
 
 int runCommand(const RunOptions &options, std::ostream &out, std::ostream &err);
 
-// Reads and checks the spec of a run for `target`. On failure prints why
-// (diagnostics included) to `err`, sets `failure` to kRunUsage (unreadable)
-// or kRunBadInput (invalid) and returns nullopt.
+// Reads and checks the spec of a run for `target`, its open schedules from
+// `tuned` when given. On failure prints why (diagnostics included) to `err`,
+// sets `failure` to kRunUsage (unreadable) or kRunBadInput (invalid) and
+// returns nullopt.
 std::optional<Spec> readRunSpec(const std::string &file, const Target &target, std::ostream &err,
-                                int &failure);
+                                int &failure, const ScheduleSource *tuned);
 
 // The grouped GEMMs of one layer compiled into one PTX module.
 struct CompiledLayer {

@@ -9,6 +9,8 @@
 #include "runtime/src/driver_info.h"
 #include "runtime/layer/forward_job.h"
 #include "runtime/src/run.h"
+#include "runtime/src/tune.h"
+#include "autotune/tuning_db.h"
 
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
@@ -77,13 +79,21 @@ std::optional<Target> resolveTarget(const std::string &archFlag, const Knobs &kn
   }
 }
 
-// Reads and checks a .moe file; prints diagnostics and returns nullopt on error.
-std::optional<Spec> loadSpec(const std::string &path, const Target &target) {
+// Reads and checks a .moe file, its open schedules from MOEJIT_TUNING_DB when
+// set; prints diagnostics and returns nullopt on error.
+std::optional<Spec> loadSpec(const std::string &path, const Target &target, const Knobs &knobs) {
+  TuningDb tuned;
+  try {
+    tuned = tuningDbOfKnobs(knobs);
+  } catch (const Error &e) {
+    std::cerr << "moejit: error: " << e.what() << "\n";
+    return std::nullopt;
+  }
   std::optional<std::string> text = readFile(path);
   if (!text)
     return std::nullopt;
   Diagnostics diags(*text);
-  std::optional<Spec> spec = parseSpec(*text, path, target, diags);
+  std::optional<Spec> spec = parseSpec(*text, path, target, diags, &tuned);
   if (!diags.all().empty())
     std::cerr << diags.render();
   return spec;
@@ -103,7 +113,7 @@ int cmdCheck(const std::string &file, const std::string &archFlag, const Knobs &
   std::optional<Target> target = resolveTarget(archFlag, knobs);
   if (!target)
     return kExitUsage;
-  std::optional<Spec> spec = loadSpec(file, *target);
+  std::optional<Spec> spec = loadSpec(file, *target, knobs);
   if (!spec)
     return kExitBadInput;
   size_t gemms = 0;
@@ -120,7 +130,7 @@ int cmdFmt(const std::string &file, const std::string &archFlag, const std::stri
   std::optional<Target> target = resolveTarget(archFlag, knobs);
   if (!target)
     return kExitUsage;
-  std::optional<Spec> spec = loadSpec(file, *target);
+  std::optional<Spec> spec = loadSpec(file, *target, knobs);
   if (!spec)
     return kExitBadInput;
   return writeOutput(out, printSpec(*spec)) ? 0 : kExitUsage;
@@ -144,7 +154,7 @@ int cmdCompile(const std::string &file, const std::string &emit, const std::stri
       return kExitBadInput;
     return writeOutput(out, *ast) ? 0 : kExitUsage;
   }
-  std::optional<Spec> spec = loadSpec(file, *target);
+  std::optional<Spec> spec = loadSpec(file, *target, knobs);
   if (!spec)
     return kExitBadInput;
   if (!layerName.empty() && !spec->layer(layerName)) {
@@ -349,6 +359,26 @@ int main(int argc, char **argv) {
                   "with --forward: caller-given random logits (uniform or skewed) instead "
                   "of X Wr");
 
+  TuneOptions tuneOptions;
+  bool noFlush = false;
+  CLI::App *tune = app.add_subcommand(
+      "tune", "Measure schedules of a spec's grouped GEMMs on the GPU and keep the fastest per "
+              "GEMM shape in a tuning database (docs/tuning.md)");
+  tune->add_option("file", tuneOptions.file, "the .moe file")->required();
+  tune->add_option("--db", tuneOptions.db,
+                   "the tuning database to update (default: MOEJIT_TUNING_DB)");
+  tune->add_option("--tokens", tuneOptions.tokens, "token count T to measure at (default 32768)");
+  tune->add_option("--routing", tuneOptions.routing, "uniform, zipf:S or file:PATH");
+  tune->add_option("--seed", tuneOptions.seed, "random seed");
+  tune->add_option("--layer", tuneOptions.layer, "only this layer");
+  tune->add_option("--gemm", tuneOptions.gemm, "only this grouped GEMM (up_proj, ...)");
+  tune->add_option("--arch", tuneOptions.arch, "target architecture (default: the GPU's)");
+  tune->add_option("--iters", tuneOptions.iters, "timed launches per schedule (default 10)");
+  tune->add_option("--budget", tuneOptions.budget,
+                   "schedules measured per GEMM, the start included (default 40)");
+  tune->add_option("--rounds", tuneOptions.rounds, "search rounds per GEMM (default 3)");
+  tune->add_flag("--no-flush-l2", noFlush, "keep the L2 warm between timed launches");
+
   std::vector<std::string> precompileFiles;
   CLI::App *precompile = app.add_subcommand(
       "precompile", "Fill the kernel cache with the grouped GEMMs of specs (no GPU needed)");
@@ -409,6 +439,10 @@ int main(int argc, char **argv) {
     }
     if (*run)
       return runCommand(runOptions, std::cout, std::cerr);
+    if (*tune) {
+      tuneOptions.flushL2 = !noFlush;
+      return tuneCommand(tuneOptions, std::cout, std::cerr);
+    }
     if (*precompile)
       return cmdPrecompile(precompileFiles, arch);
     if (*cacheCmd)

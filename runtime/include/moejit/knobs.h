@@ -25,6 +25,7 @@ struct Knobs {
   std::string cudaHome;     // CUDA toolkit root searched for libnvrtc and ptxas
   std::string ptxas;        // ptxas for cubins; empty: $CUDA_HOME/bin/ptxas; "off": none
   bool jitLog = false;      // print the driver JIT's log of each loaded module
+  std::string tuningDb;     // tuning database (moejit tune) for open schedules; empty: none
 
   // Reads the environment. Throws std::invalid_argument naming the variable
   // when a value does not parse (e.g. MOEJIT_STRICT=maybe).

@@ -43,14 +43,16 @@ struct LoadedMoeLayer;
 } // namespace detail
 
 // Parses and checks .moe text for `target`. Throws Error whose message is the
-// rendered diagnostics (file:line:col, the source line, a hint).
+// rendered diagnostics (file:line:col, the source line, a hint). Open
+// schedules come from `tuned` when given (moejit/dsl.h, ScheduleSource).
 Spec parseSpecText(std::string_view text, const Target &target,
-                   std::string_view filename = "<text>");
+                   std::string_view filename = "<text>", const ScheduleSource *tuned = nullptr);
 // Reads and parses a .moe file. Throws Error when unreadable or invalid.
-Spec parseSpecFile(const std::string &path, const Target &target);
+Spec parseSpecFile(const std::string &path, const Target &target,
+                   const ScheduleSource *tuned = nullptr);
 // Completes a Spec built in C++ (default schedules and GEMM set) and checks
 // it for `target`. Throws Error with the diagnostics.
-void resolveSpecOrThrow(Spec &spec, const Target &target);
+void resolveSpecOrThrow(Spec &spec, const Target &target, const ScheduleSource *tuned = nullptr);
 
 // The kernel parameters of a launch (docs/kernel-abi.md), as device pointers.
 // Which pointers a GEMM needs: GroupedGemm::operands(). Matrices (a, b, c,
@@ -214,6 +216,10 @@ struct RuntimeOptions {
   std::string cudaDriver;
   int device = 0;
   uint64_t cacheMaxBytes = 1ull << 30; // disk size limit; 0: none
+  // The tuning database (`moejit tune`, docs/tuning.md) whose schedules the
+  // GEMMs take where a spec leaves theirs open. Unset: MOEJIT_TUNING_DB.
+  // Empty: none. A database that cannot be read makes the constructor throw.
+  std::optional<std::string> tuningDb;
 };
 
 struct RuntimeStats {
@@ -247,7 +253,8 @@ public:
   // True when a GPU can be opened (opens it).
   bool hasGpu() const;
 
-  // parseSpecText / parseSpecFile / resolveSpecOrThrow for target().
+  // parseSpecText / parseSpecFile / resolveSpecOrThrow for target(), open
+  // schedules from the tuning database (RuntimeOptions::tuningDb).
   Spec parseSpec(std::string_view text, std::string_view filename = "<text>") const;
   Spec readSpec(const std::string &path) const;
   void resolve(Spec &spec) const;

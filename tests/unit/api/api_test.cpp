@@ -2,6 +2,7 @@
 // argument checks, the Runtime over the disk cache, strict mode, and
 // concurrent requests compiling once, the layer forward's errors that need no
 // GPU. No GPU needed.
+#include "autotune/tuning_db.h"
 #include "moejit/moejit.h"
 
 #include "runtime/api/launch_check.h"
@@ -138,6 +139,41 @@ size_t cacheEntries(const std::string &directory) {
   for (const auto &file : std::filesystem::recursive_directory_iterator(directory))
     entries += file.path().extension() == ".entry";
   return entries;
+}
+
+TEST(Runtime, OpenSchedulesComeFromTheTuningDatabase) {
+  ScratchDir dir;
+  const std::string db = dir.path() + "/tuning.json";
+  const Runtime plain(optionsFor(dir));
+  const LayerSpec layer = plain.parseSpec(kTinySpec).layers[0];
+  Schedule tuned = defaultSchedule(layer, GemmKind::DownProj, plain.target());
+  ASSERT_EQ(tuned.stages, 4);
+  tuned.stages = 3;
+  TuningDb written;
+  TunedSchedule entry = tunedScheduleFor(layer, GemmKind::DownProj, plain.target());
+  entry.schedule = tuned;
+  written.put(entry);
+  written.save(db);
+
+  RuntimeOptions options = optionsFor(dir);
+  options.tuningDb = db;
+  const Runtime runtime(options);
+  const Spec spec = runtime.parseSpec(kTinySpec);
+  for (const GemmSpec &gemm : spec.layers[0].gemms)
+    EXPECT_EQ(gemm.schedule, gemm.kind == GemmKind::DownProj
+                                 ? tuned
+                                 : defaultSchedule(layer, gemm.kind, runtime.target()));
+  Spec built;
+  built.layers.push_back(layer);
+  built.layers[0].gemms = {GemmSpec{GemmKind::DownProj, Schedule{}}};
+  runtime.resolve(built);
+  EXPECT_EQ(built.layers[0].gemms[0].schedule, tuned);
+
+  // A database that does not parse stops the runtime with its name.
+  std::ofstream(dir.path() + "/broken.json") << "{\"format\": 1, \"entries\": [";
+  options.tuningDb = dir.path() + "/broken.json";
+  const std::string message = messageOf([&] { Runtime broken(options); });
+  EXPECT_NE(message.find("broken.json"), std::string::npos) << message;
 }
 
 TEST(Runtime, CompilesOnceThenHitsMemoryAndDisk) {

@@ -1,0 +1,234 @@
+#include "runtime/src/tune.h"
+
+#include "autotune/search.h"
+#include "autotune/tuning_db.h"
+#include "moejit/error.h"
+#include "moejit/knobs.h"
+#include "moejit/version.h"
+#include "runtime/api/layer_module.h"
+#include "runtime/src/driver_info.h"
+#include "runtime/src/run.h"
+
+#include <fmt/format.h>
+#include <fmt/ostream.h>
+
+#include <memory>
+#include <ostream>
+#include <sstream>
+
+namespace moejit {
+namespace {
+
+std::string describe(const Schedule &s) {
+  std::string text = fmt::format("{}x{}x{} {} stages {}", s.tile.m, s.tile.n, s.tile.k, s.stages,
+                                 toString(s.warpgroups));
+  if (s.cluster.m != 1 || s.cluster.n != 1)
+    text += fmt::format(" cluster {}x{}", s.cluster.m, s.cluster.n);
+  text += fmt::format(" {}", toString(s.raster));
+  if (s.persistent)
+    text += " persistent";
+  return text;
+}
+
+std::string firstLine(const std::string &text) { return text.substr(0, text.find('\n')); }
+
+class Tuner {
+public:
+  Tuner(const TuneOptions &options, std::ostream &out, KernelCache &cache, const Gpu &gpu,
+        const Target &target)
+      : options_(options), out_(out), cache_(cache), gpu_(gpu), target_(target),
+        compiler_(makeDefaultKernelCompiler()) {
+    settings_.seed = options.seed;
+    settings_.iters = options.iters;
+    settings_.warmup = options.warmup;
+    settings_.flushL2 = options.flushL2;
+    settings_.check = options.check;
+    settings_.tolerance = options.tolerance;
+  }
+
+  // Compiles the batch as one module (one kernel per schedule; one by one
+  // when that fails, so a schedule the lowering refuses fails alone), then
+  // checks and times each kernel on `rows`.
+  std::vector<Measurement> measure(const LayerSpec &layer, GemmKind kind, const GroupedRows &rows,
+                                   const std::vector<Schedule> &batch) {
+    std::vector<GemmProblem> problems;
+    for (size_t i = 0; i < batch.size(); ++i) {
+      problems.push_back(makeGemmProblem(layer, GemmSpec{kind, batch[i]}));
+      problems.back().kernelName += fmt::format("_tune{}", i);
+    }
+    std::vector<Measurement> results(batch.size());
+    std::vector<std::pair<ArtifactPtr, std::vector<size_t>>> modules;
+    try {
+      modules.emplace_back(compile(problems), std::vector<size_t>{});
+      for (size_t i = 0; i < batch.size(); ++i)
+        modules.back().second.push_back(i);
+    } catch (const Error &) {
+      modules.clear();
+      for (size_t i = 0; i < batch.size(); ++i) {
+        try {
+          modules.emplace_back(compile({problems[i]}), std::vector<size_t>{i});
+        } catch (const Error &e) {
+          results[i].failure = "compile failed: " + firstLine(e.what());
+        }
+      }
+    }
+    for (const auto &[artifact, indices] : modules) {
+      Module module = loadModule(gpu_, *artifact);
+      for (size_t slot = 0; slot < indices.size(); ++slot) {
+        const size_t i = indices[slot];
+        try {
+          Function kernel = module.function(artifact->kernelNames[slot]);
+          const GemmRunResult run =
+              runGemm(gpu_, kernel, layer, problems[i], target_, rows, settings_);
+          if (run.passed)
+            results[i].tflops = run.tflops();
+          else
+            results[i].failure = "check failed: " + run.failure;
+        } catch (const Error &e) {
+          results[i].failure = firstLine(e.what());
+        }
+        const Measurement &m = results[i];
+        out_ << fmt::format("    {:<52} {}\n", describe(batch[i]),
+                            m.tflops ? fmt::format("{:7.1f} TFLOP/s", *m.tflops)
+                                     : "FAIL " + m.failure);
+      }
+    }
+    out_.flush();
+    return results;
+  }
+
+private:
+  ArtifactPtr compile(const std::vector<GemmProblem> &problems) {
+    return compileThroughCache(cache_, moduleKey(problems, target_), problems, target_,
+                               compiler_.get())
+        .artifact;
+  }
+
+  const TuneOptions &options_;
+  std::ostream &out_;
+  KernelCache &cache_;
+  const Gpu &gpu_;
+  const Target &target_;
+  std::unique_ptr<KernelCompiler> compiler_;
+  GemmRunSettings settings_;
+};
+
+int tune(const TuneOptions &options, std::ostream &out, std::ostream &err) {
+  auto usage = [&](const std::string &message) {
+    err << "moejit tune: error: " << message << "\n";
+    return kRunUsage;
+  };
+  if (options.tokens <= 0)
+    return usage("--tokens must be at least 1");
+  if (options.iters <= 0 || options.warmup < 0)
+    return usage("--iters must be at least 1 (the schedules are compared by their time)");
+  if (options.budget < 1 || options.rounds < 1)
+    return usage("--budget and --rounds must be at least 1");
+  std::optional<GemmKind> onlyGemm;
+  if (!options.gemm.empty()) {
+    onlyGemm = parseGemmKind(options.gemm);
+    if (!onlyGemm)
+      return usage("unknown grouped GEMM '" + options.gemm +
+                   "'; use up_proj, down_proj, dh, dw1, dw2 or dx");
+  }
+  const RoutingMethod routing = RoutingMethod::parse(options.routing);
+  const Knobs knobs = Knobs::fromEnvironment();
+  const std::string dbPath = options.db.empty() ? knobs.tuningDb : options.db;
+  if (dbPath.empty())
+    return usage("no tuning database: give --db FILE or set MOEJIT_TUNING_DB");
+  Target target;
+  try {
+    target = runTarget(options.arch, knobs);
+  } catch (const std::invalid_argument &e) {
+    return usage(e.what());
+  }
+  TuningDb db;
+  try {
+    db = TuningDb::load(dbPath);
+  } catch (const Error &e) {
+    return usage(e.what());
+  }
+  // The spec's own schedules (the defaults where it leaves them open) are
+  // where each search starts, whatever the database holds.
+  int failure = kRunOk;
+  const std::optional<Spec> spec = readRunSpec(options.file, target, err, failure, nullptr);
+  if (!spec)
+    return failure;
+  std::vector<const LayerSpec *> layers;
+  for (const LayerSpec &layer : spec->layers)
+    if (options.layer.empty() || layer.name == options.layer)
+      layers.push_back(&layer);
+  if (layers.empty())
+    return usage(options.file + " has no layer '" + options.layer + "'");
+
+  std::optional<Gpu> gpu;
+  try {
+    gpu.emplace(knobs.cudaDriver);
+  } catch (const Error &e) {
+    if (e.kind() != ErrorKind::NoGpu)
+      throw;
+    return usage(std::string("tuning measures kernels on a GPU: ") + e.what());
+  }
+  fmt::print(out, "GPU: {} ({} SMs), target {}; T={} routing {}, {} timed launches{} per "
+                  "schedule, database {}\n",
+             gpu->properties().name, gpu->properties().smCount, target.arch, options.tokens,
+             routing.describe(), options.iters, options.flushL2 ? " (L2 flushed)" : "", dbPath);
+
+  KernelCache cache(KernelCacheOptions::fromKnobs(knobs));
+  Tuner tuner(options, out, cache, *gpu, target);
+  bool allMeasured = true;
+  for (const LayerSpec *layer : layers) {
+    const GroupedRows rows = groupByExpert(
+        route(routing, options.tokens, layer->experts, layer->router.topK, options.seed));
+    std::vector<GemmKind> done;
+    for (const GemmSpec &gemm : layer->gemms) {
+      if ((onlyGemm && gemm.kind != *onlyGemm) ||
+          std::find(done.begin(), done.end(), gemm.kind) != done.end())
+        continue;
+      done.push_back(gemm.kind);
+      fmt::print(out, "layer {} {}: from {}\n", layer->name, toString(gemm.kind),
+                 describe(gemm.schedule));
+      const SearchResult result = searchSchedules(
+          *layer, gemm.kind, target, gemm.schedule,
+          [&](const std::vector<Schedule> &batch) {
+            return tuner.measure(*layer, gemm.kind, rows, batch);
+          },
+          options.budget, options.rounds, options.minGain);
+      if (result.bestTflops <= 0) {
+        fmt::print(out, "  every schedule failed; nothing stored\n");
+        allMeasured = false;
+        continue;
+      }
+      TunedSchedule entry = tunedScheduleFor(*layer, gemm.kind, target);
+      entry.schedule = result.best;
+      entry.tflops = result.bestTflops;
+      entry.defaultTflops = result.startTflops;
+      entry.tokens = options.tokens;
+      entry.routing = routing.describe();
+      entry.device = gpu->properties().name;
+      entry.moejitVersion = std::string(kVersion);
+      db.put(std::move(entry));
+      db.save(dbPath);
+      fmt::print(out, "  best of {}: {}  {:.1f} TFLOP/s", result.measured.size(),
+                 describe(result.best), result.bestTflops);
+      if (result.startTflops > 0)
+        fmt::print(out, " ({:+.1f}% over the start)",
+                   100 * (result.bestTflops / result.startTflops - 1));
+      fmt::print(out, "; stored\n");
+    }
+  }
+  return allMeasured ? kRunOk : kRunCheckFailed;
+}
+
+} // namespace
+
+int tuneCommand(const TuneOptions &options, std::ostream &out, std::ostream &err) {
+  try {
+    return tune(options, out, err);
+  } catch (const std::exception &e) {
+    err << "moejit tune: error: " << e.what() << "\n";
+    return kRunUsage;
+  }
+}
+
+} // namespace moejit
