@@ -218,9 +218,23 @@ private:
       // The pipeline of the path that will run: the Hopper stages are
       // unpadded swizzled rows, the portable ones padded.
       const GemmProblem problem = makeGemmProblem(layer, gemm);
-      const int64_t bytes = selectKernelPath(problem, target_) == KernelPath::Hopper
-                                ? hopperSharedBytes(problem)
-                                : pipelineSharedBytes(problem);
+      const bool hopper = selectKernelPath(problem, target_) == KernelPath::Hopper;
+      const int64_t bytes = hopper ? hopperSharedBytes(problem) : pipelineSharedBytes(problem);
+      // The portable path's warps (at most 8) keep their C tile in registers.
+      if (!hopper) {
+        const WarpLayout warps = portableWarpLayout(schedule);
+        const int64_t accumulators = int64_t(schedule.tile.m / warps.m) *
+                                     (schedule.tile.n / warps.n) / kWarpThreads;
+        if (accumulators > kMaxPortableAccumulators)
+          report(path,
+                 fmt::format("the {} tile {}x{} gives each of its {} warps a {}x{} piece of C: "
+                             "{} accumulator registers per thread, more than the {} the "
+                             "portable path allows",
+                             kind, schedule.tile.m, schedule.tile.n, warps.m * warps.n,
+                             schedule.tile.m / warps.m, schedule.tile.n / warps.n, accumulators,
+                             kMaxPortableAccumulators),
+                 "use a smaller tile, e.g. 128x256 or 256x128");
+      }
       if (bytes > target_.maxSharedBytesPerBlock)
         report(path,
                fmt::format("the {} pipeline ({}x{}x{} tile, {} stages) needs {} bytes of "

@@ -20,6 +20,9 @@ inline constexpr int kMaxTileDim = 256;
 // Rows of every operand must be 16-byte multiples for the vector copies.
 inline constexpr int kElementAlignment = 8;
 inline constexpr int kRoundingTileMultiple = 16;
+// fp32 accumulators per thread of the portable path (its op verifier's limit).
+inline constexpr int kMaxPortableAccumulators = 128;
+inline constexpr int kWarpThreads = 32;
 
 // The path of a layer: its name, with "#k" for the k-th layer of that name
 // (k >= 2), so duplicates keep distinct paths.

@@ -69,6 +69,7 @@ public:
           modules.emplace_back(compile({problems[i]}), std::vector<size_t>{i});
         } catch (const Error &e) {
           results[i].failure = "compile failed: " + firstLine(e.what());
+          report(batch[i], results[i]);
         }
       }
     }
@@ -87,17 +88,19 @@ public:
         } catch (const Error &e) {
           results[i].failure = firstLine(e.what());
         }
-        const Measurement &m = results[i];
-        out_ << fmt::format("    {:<52} {}\n", describe(batch[i]),
-                            m.tflops ? fmt::format("{:7.1f} TFLOP/s", *m.tflops)
-                                     : "FAIL " + m.failure);
+        report(batch[i], results[i]);
       }
     }
-    out_.flush();
     return results;
   }
 
 private:
+  void report(const Schedule &schedule, const Measurement &m) {
+    out_ << fmt::format("    {:<52} {}\n", describe(schedule),
+                        m.tflops ? fmt::format("{:7.1f} TFLOP/s", *m.tflops) : "FAIL " + m.failure);
+    out_.flush();
+  }
+
   ArtifactPtr compile(const std::vector<GemmProblem> &problems) {
     return compileThroughCache(cache_, moduleKey(problems, target_), problems, target_,
                                compiler_.get())

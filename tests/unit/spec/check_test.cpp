@@ -118,7 +118,7 @@ INSTANTIATE_TEST_SUITE_P(Spec, EachCheck, testing::Values(
     CheckCase{"cluster_ampere", [](Spec &s) { upProj(s).schedule.cluster = {2, 1}; },
               "small.gemm.up_proj.cluster", &kAmpere},
     CheckCase{"shared_memory", [](Spec &s) {
-                upProj(s).schedule.tile = {256, 256, 256};
+                upProj(s).schedule.tile = {128, 256, 256};
                 upProj(s).schedule.stages = 8; }, "small.gemm.up_proj"}),
     [](const testing::TestParamInfo<CheckCase> &info) { return info.param.name; });
 // clang-format on
@@ -161,6 +161,22 @@ TEST(Check, SharedMemoryOfThePathThatRuns) {
       EXPECT_FALSE(valid);
       EXPECT_NE(diags.render().find("shared memory"), std::string::npos) << diags.render();
     }
+  }
+}
+
+// A tile whose warps could not keep C in registers is a spec error, not a
+// compile failure (256 x 256: eight warps of 64 x 128, 256 accumulators).
+TEST(Check, PortableTilesKeepTheirAccumulatorsInRegisters) {
+  for (const Target &target : {kHopper, kAmpere}) {
+    Spec spec = validSpec();
+    Diagnostics first;
+    ASSERT_TRUE(resolveSpec(spec, target, first)) << first.render();
+    spec.layers[0].gemms[0].schedule.tile = {256, 256, 32};
+    spec.layers[0].gemms[0].schedule.stages = 2;
+    Diagnostics diags;
+    EXPECT_FALSE(resolveSpec(spec, target, diags)) << target.arch;
+    EXPECT_NE(diags.render().find("256 accumulator registers per thread"), std::string::npos)
+        << diags.render();
   }
 }
 

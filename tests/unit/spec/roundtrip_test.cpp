@@ -70,7 +70,14 @@ private:
       if (uniform(0, 2) == 0)
         continue;
       GemmSpec gemm{kind, schedule()};
-      // Keep most draws within shared memory so few are rejected.
+      // Keep most draws within the portable warps' registers and within
+      // shared memory so few are rejected.
+      auto accumulators = [](const Schedule &s) {
+        const WarpLayout warps = portableWarpLayout(s);
+        return (s.tile.m / warps.m) * (s.tile.n / warps.n) / 32;
+      };
+      while (accumulators(gemm.schedule) > 128)
+        gemm.schedule.tile.n > 8 ? gemm.schedule.tile.n -= 8 : gemm.schedule.tile.m /= 2;
       while (gemm.schedule.stages > 1 &&
              pipelineSharedBytes(makeGemmProblem(l, gemm)) > kHopper.maxSharedBytesPerBlock)
         --gemm.schedule.stages;
