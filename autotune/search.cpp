@@ -102,16 +102,17 @@ std::vector<Schedule> scheduleNeighbours(const LayerSpec &layer, GemmKind kind,
 }
 
 SearchResult searchSchedules(const LayerSpec &layer, GemmKind kind, const Target &target,
-                             const Schedule &start, const MeasureFn &measure, int budget,
-                             int rounds, double minGain) {
+                             const Schedule &start, const MeasureFn &measure,
+                             const SearchOptions &options) {
   SearchResult result;
   result.best = start;
   auto measured = [&](const Schedule &s) {
     return std::any_of(result.measured.begin(), result.measured.end(),
                        [&](const Measurement &m) { return m.schedule == s; });
   };
+  int budget = options.budget;
   std::vector<Schedule> batch = {start};
-  for (int round = 0; round < rounds && budget > 0; ++round) {
+  for (int round = 0; round < options.rounds && budget > 0; ++round) {
     for (const Schedule &s : scheduleNeighbours(layer, kind, target, result.best))
       if (!measured(s) && std::find(batch.begin(), batch.end(), s) == batch.end())
         batch.push_back(s);
@@ -127,7 +128,8 @@ SearchResult searchSchedules(const LayerSpec &layer, GemmKind kind, const Target
       m.schedule = batch[i];
       if (round == 0 && i == 0)
         result.startTflops = m.tflops.value_or(0);
-      if (m.tflops && (result.bestTflops == 0 || *m.tflops > result.bestTflops * (1 + minGain))) {
+      if (m.tflops &&
+          (result.bestTflops == 0 || *m.tflops > result.bestTflops * (1 + options.minGain))) {
         result.best = m.schedule;
         result.bestTflops = *m.tflops;
       }
@@ -136,6 +138,66 @@ SearchResult searchSchedules(const LayerSpec &layer, GemmKind kind, const Target
     if (result.best == before)
       break;
     batch.clear();
+  }
+  if (options.confirmRuns <= 0 || result.bestTflops == 0)
+    return result;
+
+  // The start and the fastest others, measured again, interleaved.
+  std::vector<const Measurement *> ranked;
+  for (const Measurement &m : result.measured)
+    if (m.tflops && !(m.schedule == start))
+      ranked.push_back(&m);
+  std::stable_sort(ranked.begin(), ranked.end(), [](const Measurement *a, const Measurement *b) {
+    return *a->tflops > *b->tflops;
+  });
+  std::vector<Schedule> finalists = {start};
+  for (size_t i = 0; i < ranked.size() && static_cast<int>(i) < options.confirmTop; ++i)
+    finalists.push_back(ranked[i]->schedule);
+  std::vector<std::vector<double>> samples(finalists.size());
+  std::vector<bool> failed(finalists.size(), false);
+  for (size_t i = 0; i < finalists.size(); ++i)
+    for (const Measurement &m : result.measured)
+      if (m.schedule == finalists[i]) {
+        if (m.tflops)
+          samples[i].push_back(*m.tflops);
+        else
+          failed[i] = true;
+      }
+  for (int run = 0; run < options.confirmRuns; ++run) {
+    const std::vector<Measurement> results = measure(finalists);
+    for (size_t i = 0; i < results.size() && i < finalists.size(); ++i) {
+      Measurement m = results[i];
+      m.schedule = finalists[i];
+      if (m.tflops)
+        samples[i].push_back(*m.tflops);
+      else
+        failed[i] = true;
+      result.confirmations.push_back(std::move(m));
+    }
+  }
+  auto median = [](std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    const size_t n = v.size();
+    return n == 0 ? 0.0 : n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+  };
+  for (size_t i = 0; i < finalists.size(); ++i) {
+    Measurement m;
+    m.schedule = finalists[i];
+    if (failed[i])
+      m.failure = "failed a repeat";
+    else
+      m.tflops = median(samples[i]);
+    result.finalists.push_back(std::move(m));
+  }
+  result.startTflops = failed[0] ? 0 : median(samples[0]);
+  result.best = start;
+  result.bestTflops = result.startTflops;
+  for (size_t i = 1; i < finalists.size(); ++i) {
+    const double m = failed[i] ? 0 : median(samples[i]);
+    if (m > 0 && (result.bestTflops == 0 || m > result.bestTflops * (1 + options.minGain))) {
+      result.best = finalists[i];
+      result.bestTflops = m;
+    }
   }
   return result;
 }

@@ -34,19 +34,33 @@ struct Measurement {
 // Measures a batch of schedules (compiled together), one result each, in order.
 using MeasureFn = std::function<std::vector<Measurement>(const std::vector<Schedule> &)>;
 
+struct SearchOptions {
+  int budget = 40;       // schedules measured in the search, the start included
+  int rounds = 3;        // search rounds at most
+  double minGain = 0.01; // a fraction: what counts as faster, against noise
+  // Then the start and the `confirmTop` fastest others are measured again,
+  // `confirmRuns` times, interleaved; the choice is by the median of each
+  // one's measurements. 0 runs: the search's single measurements decide.
+  int confirmTop = 3;
+  int confirmRuns = 2;
+};
+
 struct SearchResult {
-  Schedule best;             // `start` unless a schedule measured faster
-  double bestTflops = 0;     // 0 when nothing could be measured
-  double startTflops = 0;    // 0 when `start` failed
-  std::vector<Measurement> measured; // in order of measurement
+  Schedule best;          // `start` unless a schedule measured faster
+  double bestTflops = 0;  // its median; 0 when nothing could be measured
+  double startTflops = 0; // the start's median; 0 when it failed
+  std::vector<Measurement> measured;      // the search, in order; one per schedule
+  std::vector<Measurement> confirmations; // the repeats, in order
+  std::vector<Measurement> finalists;     // the confirmed ones with their medians
 };
 
 // Measures `start` and its neighbours, then the neighbours of the fastest
 // one not yet measured, and so on, until a round finds nothing faster by
-// more than `minGain` (a fraction, against noise), `rounds` rounds ran or
-// `budget` schedules were measured (start included).
+// more than minGain, `rounds` rounds ran or `budget` schedules were measured;
+// then confirms (SearchOptions). A schedule that fails any of its
+// measurements is never chosen.
 SearchResult searchSchedules(const LayerSpec &layer, GemmKind kind, const Target &target,
-                             const Schedule &start, const MeasureFn &measure, int budget,
-                             int rounds = 3, double minGain = 0.01);
+                             const Schedule &start, const MeasureFn &measure,
+                             const SearchOptions &options = {});
 
 } // namespace moejit

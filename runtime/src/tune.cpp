@@ -127,6 +127,8 @@ int tune(const TuneOptions &options, std::ostream &out, std::ostream &err) {
     return usage("--iters must be at least 1 (the schedules are compared by their time)");
   if (options.budget < 1 || options.rounds < 1)
     return usage("--budget and --rounds must be at least 1");
+  if (options.confirmRuns < 0 || options.confirmTop < 0)
+    return usage("--confirm must be 0 or more");
   std::optional<GemmKind> onlyGemm;
   if (!options.gemm.empty()) {
     onlyGemm = parseGemmKind(options.gemm);
@@ -191,12 +193,24 @@ int tune(const TuneOptions &options, std::ostream &out, std::ostream &err) {
       done.push_back(gemm.kind);
       fmt::print(out, "layer {} {}: from {}\n", layer->name, toString(gemm.kind),
                  describe(gemm.schedule));
+      SearchOptions search;
+      search.budget = options.budget;
+      search.rounds = options.rounds;
+      search.minGain = options.minGain;
+      search.confirmTop = options.confirmTop;
+      search.confirmRuns = options.confirmRuns;
       const SearchResult result = searchSchedules(
           *layer, gemm.kind, target, gemm.schedule,
           [&](const std::vector<Schedule> &batch) {
             return tuner.measure(*layer, gemm.kind, rows, batch);
           },
-          options.budget, options.rounds, options.minGain);
+          search);
+      if (!result.finalists.empty()) {
+        fmt::print(out, "  medians of {} measurements:\n", 1 + options.confirmRuns);
+        for (const Measurement &m : result.finalists)
+          fmt::print(out, "    {:<52} {}\n", describe(m.schedule),
+                     m.tflops ? fmt::format("{:7.1f} TFLOP/s", *m.tflops) : "FAIL " + m.failure);
+      }
       if (result.bestTflops <= 0) {
         fmt::print(out, "  every schedule failed; nothing stored\n");
         allMeasured = false;
@@ -212,7 +226,7 @@ int tune(const TuneOptions &options, std::ostream &out, std::ostream &err) {
       entry.moejitVersion = std::string(kVersion);
       db.put(std::move(entry));
       db.save(dbPath);
-      fmt::print(out, "  best of {}: {}  {:.1f} TFLOP/s", result.measured.size(),
+      fmt::print(out, "  best of {} schedules: {}  {:.1f} TFLOP/s", result.measured.size(),
                  describe(result.best), result.bestTflops);
       if (result.startTflops > 0)
         fmt::print(out, " ({:+.1f}% over the start)",

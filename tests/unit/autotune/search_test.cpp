@@ -11,6 +11,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <map>
 
 namespace moejit {
 namespace {
@@ -87,7 +88,8 @@ TEST(SearchSchedules, ClimbsToTheBestCombinationInRounds) {
   int calls = 0;
   const SearchResult result = searchSchedules(
       layer, GemmKind::DownProj, kH100, start,
-      [&](const std::vector<Schedule> &batch) { return measure(batch, calls); }, 200);
+      [&](const std::vector<Schedule> &batch) { return measure(batch, calls); },
+      SearchOptions{.budget = 200, .confirmRuns = 0});
   EXPECT_EQ(result.best.warpgroups, WarpgroupMode::Staggered);
   EXPECT_EQ(result.best.stages, 3);
   EXPECT_NEAR(result.bestTflops, 132, 1e-9);
@@ -106,7 +108,8 @@ TEST(SearchSchedules, KeepsToItsBudgetAndTheStartWithoutAGain) {
   int calls = 0;
   SearchResult result = searchSchedules(
       layer, GemmKind::DownProj, kH100, start,
-      [&](const std::vector<Schedule> &batch) { return measure(batch, calls); }, 3);
+      [&](const std::vector<Schedule> &batch) { return measure(batch, calls); },
+      SearchOptions{.budget = 3, .confirmRuns = 0});
   EXPECT_EQ(result.measured.size(), 3u);
   EXPECT_EQ(result.measured.front().schedule, start);
   // A flat objective: nothing beats the start by the minimum gain.
@@ -118,8 +121,43 @@ TEST(SearchSchedules, KeepsToItsBudgetAndTheStartWithoutAGain) {
           out[i].tflops = 100 + 0.5 * static_cast<double>(i % 2);
         return out;
       },
-      200);
+      SearchOptions{.budget = 200});
   EXPECT_EQ(result.best, start);
+}
+
+// One lucky measurement does not win: 3 stages reads 130 the first time and
+// 95 after, staggered 110 every time, the rest 100.
+TEST(SearchSchedules, RepeatsDecideByMedians) {
+  const LayerSpec layer = sonic7b();
+  const Schedule start = defaultSchedule(layer, GemmKind::DownProj, kH100);
+  std::map<int, int> seen; // per stages, times measured
+  const auto noisy = [&](const std::vector<Schedule> &batch) {
+    std::vector<Measurement> out(batch.size());
+    for (size_t i = 0; i < batch.size(); ++i) {
+      const Schedule &s = batch[i];
+      double t = 100;
+      if (s.warpgroups == WarpgroupMode::Staggered)
+        t = 110;
+      else if (s.stages == 3 && s.tile == start.tile && s.raster == start.raster &&
+               s.cluster == start.cluster)
+        t = seen[3]++ == 0 ? 130 : 95;
+      out[i].tflops = t;
+    }
+    return out;
+  };
+  SearchResult result = searchSchedules(layer, GemmKind::DownProj, kH100, start, noisy,
+                                        SearchOptions{.budget = 200, .rounds = 1});
+  EXPECT_EQ(result.best.warpgroups, WarpgroupMode::Staggered);
+  EXPECT_EQ(result.best.stages, start.stages);
+  EXPECT_NEAR(result.bestTflops, 110, 1e-9);
+  EXPECT_NEAR(result.startTflops, 100, 1e-9);
+  EXPECT_EQ(result.finalists.size(), 4u); // the start and the 3 fastest
+  EXPECT_EQ(result.confirmations.size(), 8u);
+  // Without repeats the lucky reading wins.
+  seen.clear();
+  result = searchSchedules(layer, GemmKind::DownProj, kH100, start, noisy,
+                           SearchOptions{.budget = 200, .rounds = 1, .confirmRuns = 0});
+  EXPECT_EQ(result.best.stages, 3);
 }
 
 // The database as the schedule source of a spec.
