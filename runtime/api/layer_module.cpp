@@ -1,6 +1,7 @@
 #include "runtime/api/layer_module.h"
 
 #include "moejit/error.h"
+#include "runtime/src/ptxas.h"
 
 #include <chrono>
 #include <filesystem>
@@ -38,6 +39,26 @@ CacheKey moduleKey(const std::vector<GemmProblem> &problems, const Target &targe
   return CacheKey(currentKeyFields(problems, target));
 }
 
+ArtifactPtr withCubin(KernelCache &cache, const CacheKey &key, ArtifactPtr artifact,
+                      const Target &target) {
+  std::optional<std::string> ptxas;
+  try {
+    ptxas = findPtxas(Knobs::fromEnvironment());
+  } catch (const std::exception &) {
+    return artifact; // a bad MOEJIT_PTXAS: the compile path reports it
+  }
+  if (!ptxas || artifact->ptx.empty())
+    return artifact;
+  KernelArtifact upgraded = *artifact;
+  try {
+    upgraded.cubin = assembleCubin(*ptxas, upgraded.ptx, target.arch);
+  } catch (const Error &) {
+    return artifact; // the driver's JIT still takes the PTX
+  }
+  upgraded.cubinDriverVersion = 0;
+  return cache.store(key, std::move(upgraded));
+}
+
 CachedModule compileThroughCache(KernelCache &cache, const CacheKey &key,
                                  const std::vector<GemmProblem> &problems, const Target &target,
                                  const KernelCompiler *compiler) {
@@ -55,6 +76,8 @@ CachedModule compileThroughCache(KernelCache &cache, const CacheKey &key,
     result.compiled = true;
     return artifact;
   });
+  if (!result.compiled && result.artifact->cubin.empty())
+    result.artifact = withCubin(cache, key, std::move(result.artifact), target);
   if (result.artifact->kernelNames.size() != problems.size())
     throw Error("kernel cache entry " + key.hex() + " holds " +
                 std::to_string(result.artifact->kernelNames.size()) + " kernels for " +

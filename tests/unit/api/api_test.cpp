@@ -6,6 +6,8 @@
 #include "moejit/moejit.h"
 
 #include "runtime/api/launch_check.h"
+#include "runtime/api/layer_module.h"
+#include "runtime/src/ptxas.h"
 #include "tests/unit/api/api_test_support.h"
 
 #include <gtest/gtest.h>
@@ -174,6 +176,47 @@ TEST(Runtime, OpenSchedulesComeFromTheTuningDatabase) {
   options.tuningDb = dir.path() + "/broken.json";
   const std::string message = messageOf([&] { Runtime broken(options); });
   EXPECT_NE(message.find("broken.json"), std::string::npos) << message;
+}
+
+// An entry compiled without ptxas (MOEJIT_PTXAS=off) gets its cubin on the
+// first lookup where ptxas is found, on disk too, so later loads skip the
+// driver's JIT.
+TEST(Runtime, AnEntryWithoutACubinGetsOneWhereThereIsPtxas) {
+  if (!findPtxas(Knobs::fromEnvironment()))
+    GTEST_SKIP() << "no ptxas here";
+  ScratchDir dir;
+  const char *previous = std::getenv("MOEJIT_PTXAS");
+  const std::string saved = previous ? previous : "";
+  setenv("MOEJIT_PTXAS", "off", 1);
+  Target target;
+  LayerSpec layer;
+  {
+    Runtime first(optionsFor(dir));
+    layer = first.parseSpec(kTinySpec).layers[0];
+    target = first.target();
+    EXPECT_TRUE(first.precompile(layer));
+  }
+  if (previous)
+    setenv("MOEJIT_PTXAS", saved.c_str(), 1);
+  else
+    unsetenv("MOEJIT_PTXAS");
+  const std::vector<GemmProblem> problems = layerProblems(layer);
+  const CacheKey key = moduleKey(problems, target);
+  {
+    KernelCache cache(KernelCacheOptions{dir.cache()});
+    const ArtifactPtr plain = cache.lookup(key);
+    ASSERT_NE(plain, nullptr);
+    EXPECT_TRUE(plain->cubin.empty());
+    // No compiler: only the cache can answer.
+    const CachedModule cached = compileThroughCache(cache, key, problems, target, nullptr);
+    EXPECT_FALSE(cached.compiled);
+    EXPECT_FALSE(cached.artifact->cubin.empty());
+    EXPECT_EQ(cached.artifact->ptx, plain->ptx);
+  }
+  KernelCache later(KernelCacheOptions{dir.cache()});
+  const ArtifactPtr upgraded = later.lookup(key);
+  ASSERT_NE(upgraded, nullptr);
+  EXPECT_FALSE(upgraded->cubin.empty());
 }
 
 TEST(Runtime, CompilesOnceThenHitsMemoryAndDisk) {
