@@ -26,6 +26,29 @@ std::optional<Schedule> withFittingStages(const LayerSpec &layer, GemmKind kind,
   return std::nullopt;
 }
 
+// `s` with the choices its path ignores set as the center has them or to
+// their defaults, so that two schedules of one kernel compare equal: the
+// portable path runs every warpgroup mode cooperatively, without clusters,
+// N fastest; ping-pong goes N fastest; a mode the tile cannot run is
+// cooperative. `persistent` changes no kernel (the Hopper path is always
+// persistent, the portable path never) and stays as the center has it.
+Schedule normalised(const LayerSpec &layer, GemmKind kind, const Target &target, Schedule s,
+                    const Schedule &center) {
+  s.persistent = center.persistent;
+  if (!onHopperPath(layer, kind, target, s)) {
+    s.warpgroups = WarpgroupMode::Cooperative;
+    s.cluster = {1, 1};
+    s.raster = Raster::AlongN;
+    return s;
+  }
+  if ((s.warpgroups == WarpgroupMode::PingPong && !hopperPingPong(s)) ||
+      (s.warpgroups == WarpgroupMode::Staggered && !hopperStaggered(s)))
+    s.warpgroups = WarpgroupMode::Cooperative;
+  if (hopperPingPong(s))
+    s.raster = Raster::AlongN;
+  return s;
+}
+
 } // namespace
 
 bool scheduleAccepted(const LayerSpec &layer, GemmKind kind, const Target &target,
@@ -40,8 +63,12 @@ bool scheduleAccepted(const LayerSpec &layer, GemmKind kind, const Target &targe
 std::vector<Schedule> scheduleNeighbours(const LayerSpec &layer, GemmKind kind,
                                          const Target &target, const Schedule &center) {
   std::vector<Schedule> out;
-  auto add = [&](const std::optional<Schedule> &s) {
-    if (s && !(*s == center) && std::find(out.begin(), out.end(), *s) == out.end() &&
+  const Schedule self = normalised(layer, kind, target, center, center);
+  auto add = [&](std::optional<Schedule> s) {
+    if (!s)
+      return;
+    s = normalised(layer, kind, target, *s, center);
+    if (!(*s == center) && !(*s == self) && std::find(out.begin(), out.end(), *s) == out.end() &&
         scheduleAccepted(layer, kind, target, *s))
       out.push_back(*s);
   };
@@ -88,10 +115,6 @@ std::vector<Schedule> scheduleNeighbours(const LayerSpec &layer, GemmKind kind,
         continue;
       add(s);
     }
-  } else {
-    Schedule s = center;
-    s.persistent = !center.persistent;
-    add(s);
   }
   for (Raster raster : {Raster::AlongN, Raster::AlongM}) {
     Schedule s = center;
@@ -153,16 +176,10 @@ SearchResult searchSchedules(const LayerSpec &layer, GemmKind kind, const Target
   std::vector<Schedule> finalists = {start};
   for (size_t i = 0; i < ranked.size() && static_cast<int>(i) < options.confirmTop; ++i)
     finalists.push_back(ranked[i]->schedule);
+  // Only the new runs count: the finalists were picked for their first
+  // reading, which is biased upwards (a lucky one got them here).
   std::vector<std::vector<double>> samples(finalists.size());
   std::vector<bool> failed(finalists.size(), false);
-  for (size_t i = 0; i < finalists.size(); ++i)
-    for (const Measurement &m : result.measured)
-      if (m.schedule == finalists[i]) {
-        if (m.tflops)
-          samples[i].push_back(*m.tflops);
-        else
-          failed[i] = true;
-      }
   for (int run = 0; run < options.confirmRuns; ++run) {
     const std::vector<Measurement> results = measure(finalists);
     for (size_t i = 0; i < results.size() && i < finalists.size(); ++i) {
@@ -189,12 +206,15 @@ SearchResult searchSchedules(const LayerSpec &layer, GemmKind kind, const Target
       m.tflops = median(samples[i]);
     result.finalists.push_back(std::move(m));
   }
+  // The fastest median among those that beat the start's by minGain (any
+  // that works when the start failed).
   result.startTflops = failed[0] ? 0 : median(samples[0]);
   result.best = start;
   result.bestTflops = result.startTflops;
+  const double bar = result.startTflops * (1 + options.minGain);
   for (size_t i = 1; i < finalists.size(); ++i) {
     const double m = failed[i] ? 0 : median(samples[i]);
-    if (m > 0 && (result.bestTflops == 0 || m > result.bestTflops * (1 + options.minGain))) {
+    if (m > 0 && m > bar && m > result.bestTflops) {
       result.best = finalists[i];
       result.bestTflops = m;
     }

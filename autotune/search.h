@@ -19,9 +19,10 @@ bool scheduleAccepted(const LayerSpec &layer, GemmKind kind, const Target &targe
 
 // Schedules that differ from `center` in one choice (the tile's M or N, or K
 // off the Hopper path; the stages; the warpgroup mode where the Hopper path
-// runs it; the cluster on the Hopper path; the raster; persistence off the
-// Hopper path), each accepted by the checks. A new tile keeps the stages
-// when they fit, else the deepest that does. No duplicates, never `center`.
+// runs it; the cluster on the Hopper path; the raster where the path uses
+// it), each accepted by the checks. A new tile keeps the stages when they
+// fit, else the deepest that does. Choices the schedule's path ignores are
+// normalised (no two schedules of one kernel); no duplicates, never `center`.
 std::vector<Schedule> scheduleNeighbours(const LayerSpec &layer, GemmKind kind,
                                          const Target &target, const Schedule &center);
 
@@ -39,10 +40,12 @@ struct SearchOptions {
   int rounds = 3;        // search rounds at most
   double minGain = 0.01; // a fraction: what counts as faster, against noise
   // Then the start and the `confirmTop` fastest others are measured again,
-  // `confirmRuns` times, interleaved; the choice is by the median of each
-  // one's measurements. 0 runs: the search's single measurements decide.
+  // `confirmRuns` times, interleaved; the choice is the fastest median of
+  // these runs (the search's own reading, biased upwards by the choice of
+  // finalists, does not count) among those beating the start's by minGain.
+  // 0 runs: the search's single measurements decide.
   int confirmTop = 3;
-  int confirmRuns = 2;
+  int confirmRuns = 3;
 };
 
 struct SearchResult {

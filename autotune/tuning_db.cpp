@@ -8,8 +8,14 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "runtime/cache/posix_file.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+
 #include <algorithm>
 #include <cerrno>
+#include <filesystem>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
@@ -73,6 +79,8 @@ public:
   }
   Schedule schedule() const {
     const json &s = field("schedule");
+    if (!s.is_object())
+      fail("\"schedule\" is not an object");
     Schedule out;
     out.tile = {small(s.value("tile", json()), "m", "schedule.tile"),
                 small(s.value("tile", json()), "n", "schedule.tile"),
@@ -129,6 +137,15 @@ TunedSchedule tunedScheduleFor(const LayerSpec &layer, GemmKind kind, const Targ
 }
 
 TuningDb TuningDb::parse(std::string_view text, const std::string &origin) {
+  try {
+    return parseChecked(text, origin);
+  } catch (const json::exception &e) {
+    // A field of an unexpected type deep in an entry.
+    throw Error(fmt::format("{}: not a tuning database: {}", origin, e.what()));
+  }
+}
+
+TuningDb TuningDb::parseChecked(std::string_view text, const std::string &origin) {
   json document;
   try {
     document = json::parse(text);
@@ -228,22 +245,41 @@ std::string TuningDb::dump() const {
 }
 
 void TuningDb::save(const std::string &path) const {
-  const std::string text = dump();
-  const std::string temp = fmt::format("{}.tmp.{}", path, getpid());
-  {
-    std::ofstream out(temp, std::ios::binary | std::ios::trunc);
-    out << text;
-    out.flush();
-    if (!out) {
-      std::remove(temp.c_str());
-      throw Error(fmt::format("{}: cannot write the tuning database", temp));
-    }
-  }
-  if (std::rename(temp.c_str(), path.c_str()) != 0) {
-    const std::string why = std::strerror(errno);
+  using namespace cache_detail;
+  // Through a symbolic link to the file it names; the file keeps its mode.
+  std::error_code ignored;
+  const std::string target = std::filesystem::is_symlink(path, ignored)
+                                 ? std::filesystem::weakly_canonical(path, ignored).string()
+                                 : path;
+  struct stat existing {};
+  const mode_t mode = ::stat(target.c_str(), &existing) == 0 ? existing.st_mode & 07777 : 0644;
+  const std::string temp = fmt::format("{}.tmp.{}", target, getpid());
+  UniqueFd fd(::open(temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode));
+  if (!fd)
+    throw Error(fmt::format("{}: cannot write the tuning database: {}", temp, errnoText(errno)));
+  if (!writeAll(fd.get(), dump()) || ::fchmod(fd.get(), mode) != 0 || ::fsync(fd.get()) != 0 ||
+      !fd.close()) {
+    const std::string why = errnoText(errno);
     std::remove(temp.c_str());
-    throw Error(fmt::format("{}: cannot replace the tuning database: {}", path, why));
+    throw Error(fmt::format("{}: cannot write the tuning database: {}", temp, why));
   }
+  if (std::rename(temp.c_str(), target.c_str()) != 0) {
+    const std::string why = errnoText(errno);
+    std::remove(temp.c_str());
+    throw Error(fmt::format("{}: cannot replace the tuning database: {}", target, why));
+  }
+  const std::string directory = std::filesystem::path(target).parent_path().string();
+  syncDirectory(directory.empty() ? "." : directory);
+}
+
+void TuningDb::update(const std::string &path, TunedSchedule entry) {
+  std::string error;
+  std::optional<cache_detail::FileLock> lock = cache_detail::FileLock::acquire(path + ".lock", error);
+  if (!lock)
+    throw Error(fmt::format("{}.lock: cannot lock the tuning database: {}", path, error));
+  TuningDb current = load(path);
+  current.put(std::move(entry));
+  current.save(path);
 }
 
 std::optional<Schedule> TuningDb::find(const LayerSpec &layer, GemmKind kind,

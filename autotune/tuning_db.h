@@ -62,9 +62,14 @@ public:
 
   // Canonical JSON text (entries sorted by key).
   std::string dump() const;
-  // Writes dump() to a temporary file beside `path` and renames it over
-  // `path`, so a reader never sees half a file. Throws Error.
+  // Writes dump() to a temporary file beside `path` (through a symbolic
+  // link, to the file it names), syncs it and renames it over `path`, so a
+  // reader never sees half a file; the file keeps its mode. Throws Error.
   void save(const std::string &path) const;
+  // Adds `entry` to the database at `path` under an exclusive lock (`path`
+  // + ".lock"), reading the file again first, so concurrent tuners keep each
+  // other's entries. Throws Error.
+  static void update(const std::string &path, TunedSchedule entry);
 
   std::optional<Schedule> find(const LayerSpec &layer, GemmKind kind,
                                const Target &target) const override;
@@ -74,6 +79,7 @@ public:
   const std::vector<TunedSchedule> &entries() const { return entries_; }
 
 private:
+  static TuningDb parseChecked(std::string_view text, const std::string &origin);
   std::vector<TunedSchedule> entries_;
 };
 

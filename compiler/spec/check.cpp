@@ -44,10 +44,12 @@ struct TileRule {
   std::string_view instruction;
 };
 
+// N in multiples of 16 on both paths: the kernels' warps and the op
+// verifier split N in 16-column steps (wgmma itself would take 8).
 TileRule tileRule(const Target &target) {
   if (target.hasWgmma())
-    return {64, 8, 16, "wgmma"};
-  return {16, 8, 16, "mma.sync"};
+    return {64, 16, 16, "wgmma"};
+  return {16, 16, 16, "mma.sync"};
 }
 
 class Checker {
@@ -205,11 +207,11 @@ private:
     tileValid &= checkTileDim(path + ".tile.n", kind, 'N', schedule.tile.n, rule.nMultiple, rule);
     tileValid &= checkTileDim(path + ".tile.k", kind, 'K', schedule.tile.k, rule.kMultiple, rule);
 
-    bool stagesValid = schedule.stages >= 1 && schedule.stages <= kMaxStages;
+    bool stagesValid = schedule.stages >= kMinStages && schedule.stages <= kMaxStages;
     if (!stagesValid)
       report(path + ".stages",
-             fmt::format("{} stages must be between 1 and {}, got {}", kind, kMaxStages,
-                         schedule.stages),
+             fmt::format("{} stages must be between {} and {}, got {}", kind, kMinStages,
+                         kMaxStages, schedule.stages),
              "2 to 4 stages usually hide the memory latency");
 
     checkCluster(path, kind, schedule.cluster);

@@ -14,6 +14,7 @@ namespace moejit {
 // Documented limits (docs/dsl.md).
 inline constexpr int kMaxExperts = 1024;
 inline constexpr int kMaxTopK = 32;
+inline constexpr int kMinStages = 2; // a stage loads while another computes
 inline constexpr int kMaxStages = 8;
 inline constexpr int kMaxClusterBlocks = 8;
 inline constexpr int kMaxTileDim = 256;

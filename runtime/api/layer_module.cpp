@@ -5,7 +5,9 @@
 
 #include <chrono>
 #include <filesystem>
+#include <mutex>
 #include <optional>
+#include <set>
 
 namespace moejit {
 
@@ -49,10 +51,20 @@ ArtifactPtr withCubin(KernelCache &cache, const CacheKey &key, ArtifactPtr artif
   }
   if (!ptxas || artifact->ptx.empty())
     return artifact;
+  // A key ptxas failed on is not tried again in this process.
+  static std::mutex failedMutex;
+  static std::set<std::string> failed;
+  {
+    std::lock_guard lock(failedMutex);
+    if (failed.count(key.hex()))
+      return artifact;
+  }
   KernelArtifact upgraded = *artifact;
   try {
     upgraded.cubin = assembleCubin(*ptxas, upgraded.ptx, target.arch);
   } catch (const Error &) {
+    std::lock_guard lock(failedMutex);
+    failed.insert(key.hex());
     return artifact; // the driver's JIT still takes the PTX
   }
   upgraded.cubinDriverVersion = 0;

@@ -520,7 +520,8 @@ bool Runtime::precompile(const LayerSpec &layer) {
                                     state_->compiler.get())
                     .compiled;
   // The forward's routing kernels (plain top-K and token rounding), when
-  // NVRTC is here; without it the first layer() compiles them.
+  // NVRTC is here; without it layer() finds them only in a cache that a
+  // precompile with NVRTC filled.
   TemplateKernelCache *templates = &state_->templateCache();
   if (!templates->canCompile())
     return compiled;

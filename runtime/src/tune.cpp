@@ -13,6 +13,7 @@
 #include <fmt/ostream.h>
 
 #include <memory>
+#include <optional>
 #include <ostream>
 #include <sstream>
 
@@ -74,11 +75,20 @@ public:
       }
     }
     for (const auto &[artifact, indices] : modules) {
-      Module module = loadModule(gpu_, *artifact);
+      std::optional<Module> module;
+      try {
+        module.emplace(loadModule(gpu_, *artifact));
+      } catch (const Error &e) {
+        for (size_t i : indices) {
+          results[i].failure = "load failed: " + firstLine(e.what());
+          report(batch[i], results[i]);
+        }
+        continue;
+      }
       for (size_t slot = 0; slot < indices.size(); ++slot) {
         const size_t i = indices[slot];
         try {
-          Function kernel = module.function(artifact->kernelNames[slot]);
+          Function kernel = module->function(artifact->kernelNames[slot]);
           const GemmRunResult run =
               runGemm(gpu_, kernel, layer, problems[i], target_, rows, settings_);
           if (run.passed)
@@ -147,9 +157,8 @@ int tune(const TuneOptions &options, std::ostream &out, std::ostream &err) {
   } catch (const std::invalid_argument &e) {
     return usage(e.what());
   }
-  TuningDb db;
   try {
-    db = TuningDb::load(dbPath);
+    TuningDb::load(dbPath); // a database that cannot be read stops us before any GPU work
   } catch (const Error &e) {
     return usage(e.what());
   }
@@ -224,8 +233,7 @@ int tune(const TuneOptions &options, std::ostream &out, std::ostream &err) {
       entry.routing = routing.describe();
       entry.device = gpu->properties().name;
       entry.moejitVersion = std::string(kVersion);
-      db.put(std::move(entry));
-      db.save(dbPath);
+      TuningDb::update(dbPath, std::move(entry));
       fmt::print(out, "  best of {} schedules: {}  {:.1f} TFLOP/s", result.measured.size(),
                  describe(result.best), result.bestTflops);
       if (result.startTflops > 0)

@@ -28,7 +28,7 @@ struct TuneOptions {
   int rounds = 3;
   double minGain = 0.01; // a schedule must beat the best by this fraction
   int confirmTop = 3;    // then the start and this many of the fastest are measured
-  int confirmRuns = 2;   // this many more times, interleaved; medians decide
+  int confirmRuns = 3;   // this many more times, interleaved; medians decide
   CheckBudget check;
   double tolerance = 1e-2;
 };

@@ -379,7 +379,7 @@ int main(int argc, char **argv) {
   tune->add_option("--rounds", tuneOptions.rounds, "search rounds per GEMM (default 3)");
   tune->add_option("--confirm", tuneOptions.confirmRuns,
                    "times the start and the 3 fastest are measured again before the choice, "
-                   "by medians (default 2; 0: none)");
+                   "by medians (default 3; 0: none)");
   tune->add_flag("--no-flush-l2", noFlush, "keep the L2 warm between timed launches");
 
   std::vector<std::string> precompileFiles;

@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <fstream>
 #include <random>
+#include <sys/stat.h>
 #include <unistd.h>
 
 namespace moejit {
@@ -99,6 +100,23 @@ TEST_F(TuningDbFile, MissingFileIsEmptySavedFileRoundTrips) {
   EXPECT_FALSE(loaded.find(sonic7b(), GemmKind::DownProj, Target::fromArch("sm_90")));
 }
 
+TEST_F(TuningDbFile, UpdatesKeepOtherEntriesTheModeAndTheLink) {
+  const Target target = Target::fromArch("sm_90a");
+  const std::string real = path("real.json");
+  const std::string link = path("link.json");
+  TuningDb::update(real, tuned(sonic7b(), GemmKind::UpProj, target, pingPong64()));
+  ASSERT_EQ(::chmod(real.c_str(), 0640), 0);
+  std::filesystem::create_symlink(real, link);
+  // Another tuner's update through the link: both entries stay, the link
+  // stays a link, the file keeps its mode.
+  TuningDb::update(link, tuned(sonic7b(), GemmKind::DownProj, target, pingPong64()));
+  EXPECT_TRUE(std::filesystem::is_symlink(link));
+  EXPECT_EQ(TuningDb::load(real).entries().size(), 2u);
+  struct stat info {};
+  ASSERT_EQ(::stat(real.c_str(), &info), 0);
+  EXPECT_EQ(info.st_mode & 0777, 0640u);
+}
+
 TEST_F(TuningDbFile, EntriesThatDoNotHashToTheirKeyAreRefused) {
   // put() keeps whatever problem JSON it is given; parse() checks the key
   // against the problem, arch and sm_count, so a hand-edited shape fails.
@@ -144,6 +162,9 @@ TEST_F(TuningDbFile, MalformedFilesAreLocatedErrors) {
       {"negative stages",
        R"({"format": 1, "entries": [{"key": "k", "gemm": "up_proj", "problem": {}, "arch": "sm_90a", "sm_count": 132, "schedule": {"tile": {"m": 64, "n": 256, "k": 64}, "stages": -1, "cluster": {"m": 1, "n": 1}, "warpgroups": "pingpong", "raster": "along_n", "persistent": false}}]})",
        "\"schedule.stages\" = -1 is out of range"},
+      {"schedule null",
+       R"({"format": 1, "entries": [{"key": "k", "gemm": "up_proj", "problem": {}, "arch": "sm_90a", "sm_count": 132, "schedule": null}]})",
+       "\"schedule\" is not an object"},
       {"tflops a string",
        R"({"format": 1, "entries": [{"key": "k", "gemm": "up_proj", "problem": {}, "arch": "sm_90a", "sm_count": 132, )" +
            schedule + R"(, "tflops": "fast"}]})",

@@ -77,8 +77,8 @@ private:
         return (s.tile.m / warps.m) * (s.tile.n / warps.n) / 32;
       };
       while (accumulators(gemm.schedule) > 128)
-        gemm.schedule.tile.n > 8 ? gemm.schedule.tile.n -= 8 : gemm.schedule.tile.m /= 2;
-      while (gemm.schedule.stages > 1 &&
+        gemm.schedule.tile.n > 16 ? gemm.schedule.tile.n -= 16 : gemm.schedule.tile.m /= 2;
+      while (gemm.schedule.stages > 2 &&
              pipelineSharedBytes(makeGemmProblem(l, gemm)) > kHopper.maxSharedBytesPerBlock)
         --gemm.schedule.stages;
       l.gemms.push_back(gemm);
@@ -90,8 +90,8 @@ private:
 
   Schedule schedule() {
     Schedule s;
-    s.tile = {64 * uniform(1, 4), 8 * uniform(1, 32), 16 * uniform(1, 8)};
-    s.stages = uniform(1, 8);
+    s.tile = {64 * uniform(1, 4), 16 * uniform(1, 16), 16 * uniform(1, 8)};
+    s.stages = uniform(2, 8);
     s.cluster = {pick({1, 2, 4}), pick({1, 2})};
     s.warpgroups = pick({WarpgroupMode::Cooperative, WarpgroupMode::PingPong, WarpgroupMode::Staggered});
     s.raster = pick({Raster::AlongM, Raster::AlongN});
