@@ -185,6 +185,11 @@ RuntimeState::RuntimeState(const RuntimeOptions &options)
   } catch (const std::invalid_argument &e) {
     throw Error(e.what());
   }
+  if (options.smCount < 0 || options.smCount > 1024)
+    throw Error("RuntimeOptions::smCount must be 0 (the GPU's) or 1 to 1024, got " +
+                std::to_string(options.smCount));
+  if (options.smCount > 0)
+    target.smCount = options.smCount;
   KernelCacheOptions cacheOptions = KernelCacheOptions::fromKnobs(knobs);
   cacheOptions.maxBytes = options.cacheMaxBytes;
   cache = std::make_unique<KernelCache>(std::move(cacheOptions));

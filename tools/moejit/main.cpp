@@ -198,9 +198,11 @@ int cmdCompile(const std::string &file, const std::string &emit, const std::stri
 
 // Fills the kernel cache with every layer of `files` for the target; needs
 // no GPU. Never strict: filling the cache is what strict mode waits for.
-int cmdPrecompile(const std::vector<std::string> &files, const std::string &archFlag) {
+int cmdPrecompile(const std::vector<std::string> &files, const std::string &archFlag,
+                  int smCount) {
   RuntimeOptions options;
   options.arch = archFlag;
+  options.smCount = smCount;
   options.strict = false;
   Runtime runtime(options);
   const std::string directory = runtime.cacheDirectory();
@@ -389,6 +391,11 @@ int main(int argc, char **argv) {
   precompile->add_option("--arch", arch,
                          "target architecture (default: the GPU present, "
                          "else sm_90a)");
+  int precompileSms = 0;
+  precompile->add_option("--sm-count", precompileSms,
+                         "SM count of the GPU the cache is for (part of the cache key; default: "
+                         "the GPU present, else 132; an H100 PCIe has 114)")
+      ->check(CLI::Range(1, 1024));
 
   std::string cacheAction;
   bool removeBad = false;
@@ -447,7 +454,7 @@ int main(int argc, char **argv) {
       return tuneCommand(tuneOptions, std::cout, std::cerr);
     }
     if (*precompile)
-      return cmdPrecompile(precompileFiles, arch);
+      return cmdPrecompile(precompileFiles, arch, precompileSms);
     if (*cacheCmd)
       return cmdCache(cacheAction, removeBad, knobs);
     return cmdInfo(knobs);

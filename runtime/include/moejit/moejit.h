@@ -212,6 +212,10 @@ struct RuntimeOptions {
   // Target arch (sm_80, sm_90a, ...). Empty: MOEJIT_ARCH, else the GPU's,
   // else sm_90a. The SM count is the GPU's when there is one.
   std::string arch;
+  // The target's SM count (part of every kernel's cache key), 1 to 1024.
+  // 0: the GPU's, else an H100 SXM's 132. For filling a cache without the
+  // GPU it is for (an H100 PCIe has 114).
+  int smCount = 0;
   // The CUDA driver library to dlopen. Empty: MOEJIT_CUDA_DRIVER or libcuda.so.1.
   std::string cudaDriver;
   int device = 0;

@@ -219,6 +219,15 @@ TEST(Runtime, AnEntryWithoutACubinGetsOneWhereThereIsPtxas) {
   EXPECT_FALSE(upgraded->cubin.empty());
 }
 
+TEST(Runtime, TheSmCountOfAnotherGpu) {
+  ScratchDir dir;
+  RuntimeOptions options = optionsFor(dir);
+  options.smCount = 114;
+  EXPECT_EQ(Runtime(options).target().smCount, 114);
+  options.smCount = -1;
+  EXPECT_NE(messageOf([&] { Runtime bad(options); }).find("smCount"), std::string::npos);
+}
+
 TEST(Runtime, CompilesOnceThenHitsMemoryAndDisk) {
   ScratchDir dir;
   Runtime first(optionsFor(dir));
