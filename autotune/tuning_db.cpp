@@ -273,13 +273,18 @@ void TuningDb::save(const std::string &path) const {
 }
 
 void TuningDb::update(const std::string &path, TunedSchedule entry) {
-  std::string error;
-  std::optional<cache_detail::FileLock> lock = cache_detail::FileLock::acquire(path + ".lock", error);
-  if (!lock)
-    throw Error(fmt::format("{}.lock: cannot lock the tuning database: {}", path, error));
-  TuningDb current = load(path);
-  current.put(std::move(entry));
-  current.save(path);
+  const std::string lockPath = path + ".lock";
+  {
+    std::string error;
+    std::optional<cache_detail::FileLock> lock = cache_detail::FileLock::acquire(lockPath, error);
+    if (!lock)
+      throw Error(fmt::format("{}: cannot lock the tuning database: {}", lockPath, error));
+    TuningDb current = load(path);
+    current.put(std::move(entry));
+    current.save(path);
+  }
+  // Unless another tuner holds it meanwhile (FileLock copes with both).
+  cache_detail::removeLockFile(lockPath);
 }
 
 std::optional<Schedule> TuningDb::find(const LayerSpec &layer, GemmKind kind,

@@ -67,8 +67,9 @@ public:
   // reader never sees half a file; the file keeps its mode. Throws Error.
   void save(const std::string &path) const;
   // Adds `entry` to the database at `path` under an exclusive lock (`path`
-  // + ".lock"), reading the file again first, so concurrent tuners keep each
-  // other's entries. Throws Error.
+  // + ".lock", removed afterwards unless another tuner holds it), reading
+  // the file again first, so concurrent tuners keep each other's entries.
+  // Throws Error.
   static void update(const std::string &path, TunedSchedule entry);
 
   std::optional<Schedule> find(const LayerSpec &layer, GemmKind kind,

@@ -115,6 +115,7 @@ TEST_F(TuningDbFile, UpdatesKeepOtherEntriesTheModeAndTheLink) {
   struct stat info {};
   ASSERT_EQ(::stat(real.c_str(), &info), 0);
   EXPECT_EQ(info.st_mode & 0777, 0640u);
+  EXPECT_FALSE(std::filesystem::exists(link + ".lock"));
 }
 
 TEST_F(TuningDbFile, EntriesThatDoNotHashToTheirKeyAreRefused) {
