@@ -185,6 +185,12 @@ TuningDb TuningDb::parseChecked(std::string_view text, const std::string &origin
     entry.device = read.text("device");
     entry.moejitVersion = read.text("moejit_version");
     entry.layer = read.text("layer");
+    if (entries[i].contains("objective")) {
+      entry.objective = read.text("objective");
+      if (entry.objective != "training" && entry.objective != "inference")
+        read.fail(fmt::format("\"objective\" = \"{}\" is not training or inference",
+                              entry.objective));
+    }
     // The key must be what its fields hash to: an edited entry would
     // otherwise apply to a shape it was not measured on.
     const json key = {{"problem", read.field("problem")},
@@ -239,6 +245,7 @@ std::string TuningDb::dump() const {
     entry["device"] = e->device;
     entry["moejit_version"] = e->moejitVersion;
     entry["layer"] = e->layer;
+    entry["objective"] = e->objective;
     entries.push_back(std::move(entry));
   }
   return json{{"format", kFormat}, {"entries", std::move(entries)}}.dump(2) + "\n";

@@ -40,6 +40,9 @@ struct TunedSchedule {
   double tflops = 0, defaultTflops = 0;
   int64_t tokens = 0;
   std::string routing, device, moejitVersion, layer;
+  // What was timed: "training" (up_proj writes H too) or "inference"
+  // (act(H) only). Optional in the file; "training" when absent.
+  std::string objective = "training";
 };
 
 // An entry for the GEMM with its key fields (key, kind, problem, arch, SM

@@ -92,7 +92,10 @@ public:
           const GemmRunResult run =
               runGemm(gpu_, kernel, layer, problems[i], target_, rows, settings_);
           if (run.passed)
-            results[i].tflops = run.tflops();
+            // Inference: an up-projection with an activation launches with
+            // C = null (act(H) only), which runGemm times as well.
+            results[i].tflops = options_.inference && run.actOnly ? run.actOnlyTflops()
+                                                                  : run.tflops();
           else
             results[i].failure = "check failed: " + run.failure;
         } catch (const Error &e) {
@@ -184,9 +187,10 @@ int tune(const TuneOptions &options, std::ostream &out, std::ostream &err) {
     return usage(std::string("tuning measures kernels on a GPU: ") + e.what());
   }
   fmt::print(out, "GPU: {} ({} SMs), target {}; T={} routing {}, {} timed launches{} per "
-                  "schedule, database {}\n",
+                  "schedule, {} launches, database {}\n",
              gpu->properties().name, gpu->properties().smCount, target.arch, options.tokens,
-             routing.describe(), options.iters, options.flushL2 ? " (L2 flushed)" : "", dbPath);
+             routing.describe(), options.iters, options.flushL2 ? " (L2 flushed)" : "",
+             options.inference ? "inference" : "training", dbPath);
 
   KernelCache cache(KernelCacheOptions::fromKnobs(knobs));
   Tuner tuner(options, out, cache, *gpu, target);
@@ -233,6 +237,7 @@ int tune(const TuneOptions &options, std::ostream &out, std::ostream &err) {
       entry.routing = routing.describe();
       entry.device = gpu->properties().name;
       entry.moejitVersion = std::string(kVersion);
+      entry.objective = options.inference ? "inference" : "training";
       TuningDb::update(dbPath, std::move(entry));
       fmt::print(out, "  best of {} schedules: {}  {:.1f} TFLOP/s", result.measured.size(),
                  describe(result.best), result.bestTflops);

@@ -24,6 +24,9 @@ struct TuneOptions {
   int iters = 10;    // timed launches per schedule (median)
   int warmup = 2;
   bool flushL2 = true;
+  // Time an up-projection with an activation as the inference forward
+  // launches it (act(H) only, C = null) instead of writing H too.
+  bool inference = false;
   int budget = 40; // schedules measured per GEMM, the start included
   int rounds = 3;
   double minGain = 0.01; // a schedule must beat the best by this fraction

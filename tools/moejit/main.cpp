@@ -383,6 +383,9 @@ int main(int argc, char **argv) {
                    "times the start and the 3 fastest are measured again before the choice, "
                    "by medians (default 3; 0: none)");
   tune->add_flag("--no-flush-l2", noFlush, "keep the L2 warm between timed launches");
+  tune->add_flag("--inference", tuneOptions.inference,
+                 "time up_proj as the inference forward launches it (act(H) only, H not "
+                 "stored) rather than as training does");
 
   std::vector<std::string> precompileFiles;
   CLI::App *precompile = app.add_subcommand(

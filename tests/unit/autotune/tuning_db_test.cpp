@@ -81,6 +81,7 @@ TEST_F(TuningDbFile, MissingFileIsEmptySavedFileRoundTrips) {
   TunedSchedule up = tuned(sonic7b(), GemmKind::UpProj, target, pingPong64());
   db.put(up);
   up.tflops = 510;
+  up.objective = "inference";
   db.put(up); // the same key: replaced
   ASSERT_EQ(db.entries().size(), 2u);
   db.save(path("db.json"));
@@ -94,6 +95,7 @@ TEST_F(TuningDbFile, MissingFileIsEmptySavedFileRoundTrips) {
   EXPECT_EQ(back->tflops, 510);
   EXPECT_EQ(back->kind, GemmKind::UpProj);
   EXPECT_EQ(back->layer, "sonic7b");
+  EXPECT_EQ(back->objective, "inference");
   EXPECT_EQ(loaded.dump(), db.dump());
   EXPECT_EQ(loaded.find(sonic7b(), GemmKind::DownProj, target), pingPong64());
   EXPECT_FALSE(loaded.find(qwen3(), GemmKind::DownProj, target));
@@ -166,6 +168,10 @@ TEST_F(TuningDbFile, MalformedFilesAreLocatedErrors) {
       {"schedule null",
        R"({"format": 1, "entries": [{"key": "k", "gemm": "up_proj", "problem": {}, "arch": "sm_90a", "sm_count": 132, "schedule": null}]})",
        "\"schedule\" is not an object"},
+      {"unknown objective",
+       R"({"format": 1, "entries": [{"key": "k", "gemm": "up_proj", "problem": {}, "arch": "sm_90a", "sm_count": 132, )" +
+           schedule + R"(, "tflops": 1, "default_tflops": 1, "tokens": 1, "routing": "u", "device": "d", "moejit_version": "v", "layer": "l", "objective": "speed"}]})",
+       "\"objective\" = \"speed\""},
       {"tflops a string",
        R"({"format": 1, "entries": [{"key": "k", "gemm": "up_proj", "problem": {}, "arch": "sm_90a", "sm_count": 132, )" +
            schedule + R"(, "tflops": "fast"}]})",
