@@ -219,7 +219,8 @@ int tune(const TuneOptions &options, std::ostream &out, std::ostream &err) {
           },
           search);
       if (!result.finalists.empty()) {
-        fmt::print(out, "  medians of {} measurements:\n", 1 + options.confirmRuns);
+        fmt::print(out, "  medians of {} more run{} each:\n", options.confirmRuns,
+                   options.confirmRuns == 1 ? "" : "s");
         for (const Measurement &m : result.finalists)
           fmt::print(out, "    {:<52} {}\n", describe(m.schedule),
                      m.tflops ? fmt::format("{:7.1f} TFLOP/s", *m.tflops) : "FAIL " + m.failure);
