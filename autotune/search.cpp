@@ -51,15 +51,6 @@ Schedule normalised(const LayerSpec &layer, GemmKind kind, const Target &target,
 
 } // namespace
 
-bool scheduleAccepted(const LayerSpec &layer, GemmKind kind, const Target &target,
-                      const Schedule &schedule) {
-  Spec probe;
-  probe.layers.push_back(layer);
-  probe.layers.back().gemms = {GemmSpec{kind, schedule}};
-  Diagnostics ignored;
-  return checkSpec(probe, target, ignored);
-}
-
 std::vector<Schedule> scheduleNeighbours(const LayerSpec &layer, GemmKind kind,
                                          const Target &target, const Schedule &center) {
   std::vector<Schedule> out;

@@ -4,6 +4,7 @@
 // the caller's (runtime/src/tune.h runs the kernels on the GPU).
 #pragma once
 
+#include "compiler/spec/check.h" // scheduleAccepted
 #include "moejit/spec.h"
 
 #include <functional>
@@ -12,10 +13,6 @@
 #include <vector>
 
 namespace moejit {
-
-// Whether the spec checks accept `schedule` for the GEMM of the layer.
-bool scheduleAccepted(const LayerSpec &layer, GemmKind kind, const Target &target,
-                      const Schedule &schedule);
 
 // Schedules that differ from `center` in one choice (the tile's M or N, or K
 // off the Hopper path; the stages; the warpgroup mode where the Hopper path

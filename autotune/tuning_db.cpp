@@ -41,6 +41,11 @@ json problemFields(const LayerSpec &layer, GemmKind kind) {
   return problem;
 }
 
+// The key of an entry: its problem fields, arch and SM count, hashed.
+std::string keyOf(const json &problem, const std::string &arch, int smCount) {
+  return contentHash(json{{"problem", problem}, {"arch", arch}, {"sm_count", smCount}});
+}
+
 // Reads entry fields, naming the entry and field in every error.
 class EntryReader {
 public:
@@ -119,10 +124,7 @@ private:
 } // namespace
 
 std::string tuningKey(const LayerSpec &layer, GemmKind kind, const Target &target) {
-  const json key = {{"problem", problemFields(layer, kind)},
-                    {"arch", target.arch},
-                    {"sm_count", target.smCount}};
-  return contentHash(key);
+  return keyOf(problemFields(layer, kind), target.arch, target.smCount);
 }
 
 TunedSchedule tunedScheduleFor(const LayerSpec &layer, GemmKind kind, const Target &target) {
@@ -193,10 +195,7 @@ TuningDb TuningDb::parseChecked(std::string_view text, const std::string &origin
     }
     // The key must be what its fields hash to: an edited entry would
     // otherwise apply to a shape it was not measured on.
-    const json key = {{"problem", read.field("problem")},
-                      {"arch", entry.arch},
-                      {"sm_count", entry.smCount}};
-    if (contentHash(key) != entry.key)
+    if (keyOf(read.field("problem"), entry.arch, entry.smCount) != entry.key)
       read.fail(fmt::format("\"key\" {} does not match its problem, arch and sm_count", entry.key));
     if (db.entry(entry.key))
       read.fail(fmt::format("repeats key {}", entry.key));

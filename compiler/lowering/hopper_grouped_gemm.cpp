@@ -94,10 +94,6 @@ struct HopperConfig : GroupedGemmAttrs {
   // ping-pong tile (2 for 128 rows: two m64 wgmmas per k16 step, and
   // tile.n <= 128 so the accumulators still fit), one otherwise.
   int64_t rowBlocks() const { return pingPong ? tileM / kWgmmaM : 1; }
-  // Staggered: the two cooperative consumers take turns on the epilogue
-  // (consumer 0 first), so that one runs the next tile's main loop while the
-  // other stores.
-  bool orderedEpilogues() const { return staggered && consumers() == 2; }
   // Consumer warps that read each stage (and arrive on its empty barrier).
   int64_t stageReaders() const { return (pingPong ? 1 : consumers()) * 4; }
 
@@ -107,6 +103,9 @@ struct HopperConfig : GroupedGemmAttrs {
   bool tmaB() const { return weightTileIsBoxes(halvesGateUp(), bKContiguous, tileN); }
 
   bool pingPong = false;
+  // The two cooperative consumers of a 128-row tile take turns on the
+  // epilogue (consumer 0 first), so that one runs the next tile's main loop
+  // while the other stores (the verifier allows it only there).
   bool staggered = false;
   int64_t threads = 0;
   // CTAs per cluster (along M): each loads 1 / cluster of the B tile and
@@ -267,7 +266,7 @@ private:
         NVVM::MBarrierInitOp::create(b, emptyBarrier(idx(s)), consumerWarps,
                                      Value());
       }
-      if (cfg.pingPong || cfg.orderedEpilogues()) {
+      if (cfg.pingPong || cfg.staggered) {
         Value warps = arith::ConstantOp::create(
             b, b.getI32IntegerAttr(kWarpsPerGroup));
         for (int64_t g = 0; g < 2; ++g)
@@ -786,7 +785,7 @@ private:
       passTurn(leader);
     NVVM::WgmmaWaitGroupSyncOp::create(b, 0);
     release(add(kBefore, sub(tile.kTiles, idx(1))));
-    if (cfg.orderedEpilogues())
+    if (cfg.staggered)
       waitForTurn(ordinal);
     for (int64_t block = 0; block < cfg.rowBlocks(); ++block) {
       SmallVector<Value> values;
@@ -795,7 +794,7 @@ private:
             b, loop.getResult(block), ArrayRef<int64_t>{i}));
       emitEpilogue(tile, block, values);
     }
-    if (cfg.orderedEpilogues())
+    if (cfg.staggered)
       passTurn(leader);
   }
 

@@ -307,18 +307,21 @@ std::string gemmPath(const Spec &spec, std::size_t layerIndex, std::size_t gemmI
                      occurrenceSuffix(gemmOccurrence(layer, gemmIndex)));
 }
 
+bool scheduleAccepted(const LayerSpec &layer, GemmKind kind, const Target &target,
+                      const Schedule &schedule) {
+  Spec probe;
+  probe.layers.push_back(layer);
+  probe.layers.back().gemms = {GemmSpec{kind, schedule}};
+  Diagnostics ignored;
+  return checkSpec(probe, target, ignored);
+}
+
 Schedule openSchedule(const LayerSpec &layer, GemmKind kind, const Target &target,
                       const ScheduleSource *tuned) {
-  if (tuned) {
-    if (std::optional<Schedule> schedule = tuned->find(layer, kind, target)) {
-      Spec probe;
-      probe.layers.push_back(layer);
-      probe.layers.back().gemms = {GemmSpec{kind, *schedule}};
-      Diagnostics ignored;
-      if (checkSpec(probe, target, ignored))
-        return *schedule;
-    }
-  }
+  if (tuned)
+    if (std::optional<Schedule> schedule = tuned->find(layer, kind, target);
+        schedule && scheduleAccepted(layer, kind, target, *schedule))
+      return *schedule;
   return defaultSchedule(layer, kind, target);
 }
 

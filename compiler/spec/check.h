@@ -32,6 +32,9 @@ std::string layerPath(const Spec &spec, std::size_t layerIndex);
 std::string gemmPath(const Spec &spec, std::size_t layerIndex, std::size_t gemmIndex);
 
 class ScheduleSource;
+// Whether the checks accept `schedule` for the GEMM `kind` of `layer`.
+bool scheduleAccepted(const LayerSpec &layer, GemmKind kind, const Target &target,
+                      const Schedule &schedule);
 // The schedule of a GEMM the spec leaves open: `tuned`'s when it has one that
 // the checks accept for this layer, else defaultSchedule().
 Schedule openSchedule(const LayerSpec &layer, GemmKind kind, const Target &target,

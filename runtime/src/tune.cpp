@@ -38,14 +38,7 @@ public:
   Tuner(const TuneOptions &options, std::ostream &out, KernelCache &cache, const Gpu &gpu,
         const Target &target)
       : options_(options), out_(out), cache_(cache), gpu_(gpu), target_(target),
-        compiler_(makeDefaultKernelCompiler()) {
-    settings_.seed = options.seed;
-    settings_.iters = options.iters;
-    settings_.warmup = options.warmup;
-    settings_.flushL2 = options.flushL2;
-    settings_.check = options.check;
-    settings_.tolerance = options.tolerance;
-  }
+        compiler_(makeDefaultKernelCompiler()) {}
 
   // Compiles the batch as one module (one kernel per schedule; one by one
   // when that fails, so a schedule the lowering refuses fails alone), then
@@ -90,7 +83,7 @@ public:
         try {
           Function kernel = module->function(artifact->kernelNames[slot]);
           const GemmRunResult run =
-              runGemm(gpu_, kernel, layer, problems[i], target_, rows, settings_);
+              runGemm(gpu_, kernel, layer, problems[i], target_, rows, options_.measure);
           if (run.passed)
             // Inference: an up-projection with an activation launches with
             // C = null (act(H) only), which runGemm times as well.
@@ -126,7 +119,6 @@ private:
   const Gpu &gpu_;
   const Target &target_;
   std::unique_ptr<KernelCompiler> compiler_;
-  GemmRunSettings settings_;
 };
 
 int tune(const TuneOptions &options, std::ostream &out, std::ostream &err) {
@@ -136,7 +128,7 @@ int tune(const TuneOptions &options, std::ostream &out, std::ostream &err) {
   };
   if (options.tokens <= 0)
     return usage("--tokens must be at least 1");
-  if (options.iters <= 0 || options.warmup < 0)
+  if (options.measure.iters <= 0 || options.measure.warmup < 0)
     return usage("--iters must be at least 1 (the schedules are compared by their time)");
   if (options.budget < 1 || options.rounds < 1)
     return usage("--budget and --rounds must be at least 1");
@@ -189,7 +181,8 @@ int tune(const TuneOptions &options, std::ostream &out, std::ostream &err) {
   fmt::print(out, "GPU: {} ({} SMs), target {}; T={} routing {}, {} timed launches{} per "
                   "schedule, {} launches, database {}\n",
              gpu->properties().name, gpu->properties().smCount, target.arch, options.tokens,
-             routing.describe(), options.iters, options.flushL2 ? " (L2 flushed)" : "",
+             routing.describe(), options.measure.iters,
+             options.measure.flushL2 ? " (L2 flushed)" : "",
              options.inference ? "inference" : "training", dbPath);
 
   KernelCache cache(KernelCacheOptions::fromKnobs(knobs));
@@ -197,7 +190,7 @@ int tune(const TuneOptions &options, std::ostream &out, std::ostream &err) {
   bool allMeasured = true;
   for (const LayerSpec *layer : layers) {
     const GroupedRows rows = groupByExpert(
-        route(routing, options.tokens, layer->experts, layer->router.topK, options.seed));
+        route(routing, options.tokens, layer->experts, layer->router.topK, options.measure.seed));
     std::vector<GemmKind> done;
     for (const GemmSpec &gemm : layer->gemms) {
       if ((onlyGemm && gemm.kind != *onlyGemm) ||

@@ -4,7 +4,7 @@
 // GEMM shape in a tuning database (autotune/tuning_db.h, docs/tuning.md).
 #pragma once
 
-#include "runtime/src/reference.h"
+#include "runtime/src/run.h"
 
 #include <cstdint>
 #include <iosfwd>
@@ -17,13 +17,12 @@ struct TuneOptions {
   std::string db;                  // the database to update; empty: MOEJIT_TUNING_DB
   int64_t tokens = 32768;          // T the schedules are measured at
   std::string routing = "uniform"; // uniform | zipf:S | file:PATH
-  uint64_t seed = 1;
   std::string layer; // empty: every layer
   std::string gemm;  // empty: every grouped GEMM of the layer
   std::string arch;  // empty: MOEJIT_ARCH, else the GPU's
-  int iters = 10;    // timed launches per schedule (median)
-  int warmup = 2;
-  bool flushL2 = true;
+  // Inputs (and the routing's) seed, timed launches per schedule (median),
+  // warm-up, L2 flush, check budget and tolerance, as `moejit run` takes them.
+  GemmRunSettings measure{.seed = 1, .iters = 10, .warmup = 2, .flushL2 = true};
   // Time an up-projection with an activation as the inference forward
   // launches it (act(H) only, C = null) instead of writing H too.
   bool inference = false;
@@ -32,8 +31,6 @@ struct TuneOptions {
   double minGain = 0.01; // a schedule must beat the best by this fraction
   int confirmTop = 3;    // then the start and this many of the fastest are measured
   int confirmRuns = 3;   // this many more times, interleaved; medians decide
-  CheckBudget check;
-  double tolerance = 1e-2;
 };
 
 // Exit codes as runCommand's (kRunOk, kRunBadInput, kRunUsage); a GEMM

@@ -43,8 +43,8 @@ TEST(TuneGpu, StoresACheckedScheduleThatSpecsThenTake) {
   options.file = spec;
   options.db = (dir / "tuned.json").string();
   options.tokens = 512;
-  options.iters = 3;
-  options.warmup = 1;
+  options.measure.iters = 3;
+  options.measure.warmup = 1;
   options.budget = 4;
   options.rounds = 1;
   std::ostringstream out, err;

@@ -371,11 +371,12 @@ int main(int argc, char **argv) {
                    "the tuning database to update (default: MOEJIT_TUNING_DB)");
   tune->add_option("--tokens", tuneOptions.tokens, "token count T to measure at (default 32768)");
   tune->add_option("--routing", tuneOptions.routing, "uniform, zipf:S or file:PATH");
-  tune->add_option("--seed", tuneOptions.seed, "random seed");
+  tune->add_option("--seed", tuneOptions.measure.seed, "random seed");
   tune->add_option("--layer", tuneOptions.layer, "only this layer");
   tune->add_option("--gemm", tuneOptions.gemm, "only this grouped GEMM (up_proj, ...)");
   tune->add_option("--arch", tuneOptions.arch, "target architecture (default: the GPU's)");
-  tune->add_option("--iters", tuneOptions.iters, "timed launches per schedule (default 10)");
+  tune->add_option("--iters", tuneOptions.measure.iters,
+                   "timed launches per schedule (default 10)");
   tune->add_option("--budget", tuneOptions.budget,
                    "schedules measured per GEMM, the start included (default 40)");
   tune->add_option("--rounds", tuneOptions.rounds, "search rounds per GEMM (default 3)");
@@ -453,7 +454,7 @@ int main(int argc, char **argv) {
     if (*run)
       return runCommand(runOptions, std::cout, std::cerr);
     if (*tune) {
-      tuneOptions.flushL2 = !noFlush;
+      tuneOptions.measure.flushL2 = !noFlush;
       return tuneCommand(tuneOptions, std::cout, std::cerr);
     }
     if (*precompile)

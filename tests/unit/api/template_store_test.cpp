@@ -12,21 +12,38 @@
 namespace moejit {
 namespace {
 
-TEST(CacheTemplateStore, ASecondProcessLoadsInsteadOfCompiling) {
-  std::shared_ptr<const Nvrtc> nvrtc;
-  try {
-    nvrtc = Nvrtc::load(nvrtcLibraryCandidates(Knobs::fromEnvironment()));
-  } catch (const Error &e) {
-    GTEST_SKIP() << e.what();
+// NVRTC (the test skips without it), a scratch cache directory and the
+// target the programs are stored for.
+class CacheTemplateStore : public ::testing::Test {
+protected:
+  void SetUp() override {
+    try {
+      nvrtc = Nvrtc::load(nvrtcLibraryCandidates(Knobs::fromEnvironment()));
+    } catch (const Error &e) {
+      GTEST_SKIP() << e.what();
+    }
+    std::random_device random;
+    directory = std::filesystem::temp_directory_path() /
+                ("moejit-template-store-" + std::to_string(random()));
   }
-  std::random_device random;
-  const std::filesystem::path directory =
-      std::filesystem::temp_directory_path() / ("moejit-template-store-" + std::to_string(random()));
+  void TearDown() override {
+    std::error_code ignored;
+    std::filesystem::remove_all(directory, ignored);
+  }
+  static TemplateProgram program(int experts, int topK) {
+    RoutingKernelsConfig config;
+    config.experts = experts;
+    config.topK = topK;
+    return layerKernelProgram(config, "sm_90a");
+  }
+
+  std::shared_ptr<const Nvrtc> nvrtc;
+  std::filesystem::path directory;
   const Target target = Target::fromArch("sm_90a");
-  RoutingKernelsConfig config;
-  config.experts = 16;
-  config.topK = 2;
-  const TemplateProgram program = layerKernelProgram(config, "sm_90a");
+};
+
+TEST_F(CacheTemplateStore, ASecondProcessLoadsInsteadOfCompiling) {
+  const TemplateProgram program = this->program(16, 2);
 
   std::shared_ptr<const CompiledTemplates> first;
   {
@@ -54,25 +71,10 @@ TEST(CacheTemplateStore, ASecondProcessLoadsInsteadOfCompiling) {
   ampere.arch = "sm_80";
   templates.compile(ampere);
   EXPECT_EQ(templates.nvrtcCompiles(), 1u);
-  std::error_code ignored;
-  std::filesystem::remove_all(directory, ignored);
 }
 
-TEST(CacheTemplateStore, AHostWithoutNvrtcServesWhatTheCacheHolds) {
-  std::shared_ptr<const Nvrtc> nvrtc;
-  try {
-    nvrtc = Nvrtc::load(nvrtcLibraryCandidates(Knobs::fromEnvironment()));
-  } catch (const Error &e) {
-    GTEST_SKIP() << e.what();
-  }
-  std::random_device random;
-  const std::filesystem::path directory =
-      std::filesystem::temp_directory_path() / ("moejit-template-store-" + std::to_string(random()));
-  const Target target = Target::fromArch("sm_90a");
-  RoutingKernelsConfig config;
-  config.experts = 32;
-  config.topK = 4;
-  const TemplateProgram program = layerKernelProgram(config, "sm_90a");
+TEST_F(CacheTemplateStore, AHostWithoutNvrtcServesWhatTheCacheHolds) {
+  const TemplateProgram program = this->program(32, 4);
   TemplateProgram older = program; // stored by an earlier version: its own key only
   older.arch = "sm_89";
 
@@ -115,8 +117,6 @@ TEST(CacheTemplateStore, AHostWithoutNvrtcServesWhatTheCacheHolds) {
   TemplateKernelCache templates(nullptr, makeCacheTemplateStore(cache, target), "no NVRTC (test)");
   EXPECT_FALSE(templates.compile(older)->image.empty());
   EXPECT_THROW(TemplateKernelCache(nullptr, nullptr, "no NVRTC (test)"), Error);
-  std::error_code ignored;
-  std::filesystem::remove_all(directory, ignored);
 }
 
 } // namespace
