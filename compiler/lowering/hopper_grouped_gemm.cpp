@@ -127,8 +127,8 @@ struct CtaTile {
 struct Chunk {
   Value sharedOffset;
   Value fixedOffset, fixedValid;
-  Value kInTile;  // row (B N-contiguous) or column (A, B K-contiguous) in K
-  Value inRange;  // null when every thread's chunk exists
+  Value kInTile; // row (B N-contiguous) or column (A, B K-contiguous) in K
+  Value inRange; // null when every thread's chunk exists
 };
 
 class HopperKernelEmitter : GroupedGemmEmitter {
@@ -186,12 +186,8 @@ private:
     NVVM::ClusterWaitOp::create(b, UnitAttr());
   }
 
-  Value eq(Value x, Value y) {
-    return arith::CmpIOp::create(b, arith::CmpIPredicate::eq, x, y);
-  }
-  Value toI32(Value index) {
-    return arith::IndexCastUIOp::create(b, b.getI32Type(), index);
-  }
+  Value eq(Value x, Value y) { return arith::CmpIOp::create(b, arith::CmpIPredicate::eq, x, y); }
+  Value toI32(Value index) { return arith::IndexCastUIOp::create(b, b.getI32Type(), index); }
 
   // --- shared memory ------------------------------------------------------
   // One flat array of elements: the A stages, then the B stages, then the
@@ -201,13 +197,10 @@ private:
   // for the slack).
   void createSharedStages() {
     Value raw = dynamicSharedBytes();
-    Value rawAddress =
-        memref::ExtractAlignedPointerAsIndexOp::create(b, raw);
+    Value rawAddress = memref::ExtractAlignedPointerAsIndexOp::create(b, raw);
     constexpr int64_t align = HopperTileLayout::kAlignBytes;
-    Value shift = remu(sub(idx(align), remu(rawAddress, idx(align))),
-                       idx(align));
-    const int64_t stageBytes =
-        cfg.stages * (cfg.layout.aStageBytes + cfg.layout.bStageBytes);
+    Value shift = remu(sub(idx(align), remu(rawAddress, idx(align))), idx(align));
+    const int64_t stageBytes = cfg.stages * (cfg.layout.aStageBytes + cfg.layout.bStageBytes);
     auto type = workgroupMemRef({stageBytes / cfg.elementBytes()}, cfg.element);
     shared = memref::ViewOp::create(b, type, raw, shift, ValueRange{});
     sharedAddress = toI64(add(rawAddress, shift));
@@ -228,9 +221,8 @@ private:
   }
   void copyOffsets() {
     forEachThreadItem(threadId, cfg.threads, cfg.experts + 1, [&](Value item, Value inRange) {
-      whenSet(inRange, [&] {
-        LLVM::StoreOp::create(b, load(args.offsets, item), offsetPointer(item));
-      });
+      whenSet(inRange,
+              [&] { LLVM::StoreOp::create(b, load(args.offsets, item), offsetPointer(item)); });
     });
   }
   Value offsetAt(Value index) {
@@ -238,11 +230,10 @@ private:
   }
 
   Value barrier(int64_t regionBytes, Value stage) {
-    Value address = add(sharedAddress, toI64(add(idx(regionBytes),
-                                                 mul(stage, idx(kBarrierBytes)))));
+    Value address =
+        add(sharedAddress, toI64(add(idx(regionBytes), mul(stage, idx(kBarrierBytes)))));
     return LLVM::IntToPtrOp::create(
-        b, LLVM::LLVMPointerType::get(b.getContext(), kSharedAddressSpace),
-        address);
+        b, LLVM::LLVMPointerType::get(b.getContext(), kSharedAddressSpace), address);
   }
   Value fullBarrier(Value stage) { return barrier(fullBarrierBytes, stage); }
   Value emptyBarrier(Value stage) { return barrier(emptyBarrierBytes, stage); }
@@ -258,17 +249,14 @@ private:
           b, b.getI32IntegerAttr(kWarpgroupThreads + (cfg.tmaB() ? 1 : 0)));
       // Every consumer warp of the cluster arrives: each CTA's producer
       // writes the stage of all of them.
-      Value consumerWarps = arith::ConstantOp::create(
-          b, b.getI32IntegerAttr(cfg.stageReaders() * cfg.cluster));
+      Value consumerWarps =
+          arith::ConstantOp::create(b, b.getI32IntegerAttr(cfg.stageReaders() * cfg.cluster));
       for (int64_t s = 0; s < cfg.stages; ++s) {
-        NVVM::MBarrierInitOp::create(b, fullBarrier(idx(s)), producers,
-                                     Value());
-        NVVM::MBarrierInitOp::create(b, emptyBarrier(idx(s)), consumerWarps,
-                                     Value());
+        NVVM::MBarrierInitOp::create(b, fullBarrier(idx(s)), producers, Value());
+        NVVM::MBarrierInitOp::create(b, emptyBarrier(idx(s)), consumerWarps, Value());
       }
       if (cfg.pingPong || cfg.staggered) {
-        Value warps = arith::ConstantOp::create(
-            b, b.getI32IntegerAttr(kWarpsPerGroup));
+        Value warps = arith::ConstantOp::create(b, b.getI32IntegerAttr(kWarpsPerGroup));
         for (int64_t g = 0; g < 2; ++g)
           NVVM::MBarrierInitOp::create(b, turnBarrier(idx(g)), warps, Value());
       }
@@ -296,8 +284,7 @@ private:
   // CTA c takes items c, c + grid, ... Both roles walk the same list, each
   // keeping the expert walk and the count of K tiles before the current
   // tile (which fixes the stage and phase of each K tile) as loop state.
-  void forEachTile(
-      function_ref<void(const CtaTile &, Value kBefore, Value ordinal)> body) {
+  void forEachTile(function_ref<void(const CtaTile &, Value kBefore, Value ordinal)> body) {
     const int64_t nTiles = (cfg.n + cfg.tileN - 1) / cfg.tileN;
     const int64_t kTiles = (cfg.k + cfg.tileK - 1) / cfg.tileK;
     Value experts = idx(cfg.experts);
@@ -321,19 +308,16 @@ private:
     Type indexType = b.getIndexType();
     SmallVector<Type> state(4, indexType); // item, expert, slotsBefore, kBefore
     SmallVector<Location> locs(4, b.getLoc());
-    auto loop = scf::WhileOp::create(b, state,
-                                     ValueRange{first, idx(0), idx(0), idx(0)});
+    auto loop = scf::WhileOp::create(b, state, ValueRange{first, idx(0), idx(0), idx(0)});
     {
       OpBuilder::InsertionGuard guard(b);
       Block *before = b.createBlock(&loop.getBefore(), {}, state, locs);
       Value item = before->getArgument(0);
       // Banded: the walk state is the band's first slot, which only grows.
-      auto [expert, slotsBefore] = walkExperts(
-          banded ? walkSlot(item) : divu(item, idx(nTiles)), before->getArgument(1),
-          before->getArgument(2));
-      scf::ConditionOp::create(
-          b, lt(expert, experts),
-          ValueRange{item, expert, slotsBefore, before->getArgument(3)});
+      auto [expert, slotsBefore] = walkExperts(banded ? walkSlot(item) : divu(item, idx(nTiles)),
+                                               before->getArgument(1), before->getArgument(2));
+      scf::ConditionOp::create(b, lt(expert, experts),
+                               ValueRange{item, expert, slotsBefore, before->getArgument(3)});
 
       Block *after = b.createBlock(&loop.getAfter(), {}, state, locs);
       item = after->getArgument(0);
@@ -344,8 +328,8 @@ private:
         CtaTile tile;
         tile.expert = tileExpert;
         Value localTile = sub(slot, tileSlotsBefore);
-        Value rowInExpert = add(mul(localTile, idx(cfg.tileM * cfg.cluster)),
-                                mul(clusterRank, idx(cfg.tileM)));
+        Value rowInExpert =
+            add(mul(localTile, idx(cfg.tileM * cfg.cluster)), mul(clusterRank, idx(cfg.tileM)));
         tile.rowBegin = add(offsetAt(tileExpert), rowInExpert);
         tile.rowEnd = offsetAt(add(tileExpert, idx(1)));
         tile.nTile = nTile;
@@ -362,9 +346,8 @@ private:
         Value slot = add(walkSlot(item), remu(local, idx(kBandSlots)));
         auto [tileExpert, tileSlotsBefore] = walkExperts(slot, expert, slotsBefore);
         Value exists = lt(tileExpert, experts);
-        when(exists, [&] {
-          emitTile(tileExpert, tileSlotsBefore, slot, divu(local, idx(kBandSlots)));
-        });
+        when(exists,
+             [&] { emitTile(tileExpert, tileSlotsBefore, slot, divu(local, idx(kBandSlots))); });
         nextKBefore = select(exists, nextKBefore, kBefore);
       }
       scf::YieldOp::create(b, ValueRange{add(item, grid), expert, slotsBefore, nextKBefore});
@@ -373,17 +356,14 @@ private:
 
   // From (expert, slotsBefore), moves to the expert that owns M slot
   // `slot` (slots only grow along a CTA's list); expert == E past the end.
-  std::pair<Value, Value> walkExperts(Value slot, Value expert,
-                                      Value slotsBefore) {
+  std::pair<Value, Value> walkExperts(Value slot, Value expert, Value slotsBefore) {
     Value experts = idx(cfg.experts);
     Type indexType = b.getIndexType();
-    auto walk = scf::WhileOp::create(
-        b, TypeRange{indexType, indexType, indexType},
-        ValueRange{expert, slotsBefore});
+    auto walk = scf::WhileOp::create(b, TypeRange{indexType, indexType, indexType},
+                                     ValueRange{expert, slotsBefore});
     OpBuilder::InsertionGuard guard(b);
-    Block *before = b.createBlock(&walk.getBefore(), {},
-                                  {indexType, indexType},
-                                  {b.getLoc(), b.getLoc()});
+    Block *before =
+        b.createBlock(&walk.getBefore(), {}, {indexType, indexType}, {b.getLoc(), b.getLoc()});
     Value current = before->getArgument(0), passed = before->getArgument(1);
     Value inRange = lt(current, experts);
     Value tiles = guarded(
@@ -394,16 +374,13 @@ private:
           return ceilDiv(sub(end, begin), cfg.tileM * cfg.cluster);
         },
         idx(0));
-    Value notHere = land(inRange, arith::CmpIOp::create(
-                                      b, arith::CmpIPredicate::sge, slot,
-                                      add(passed, tiles)));
+    Value notHere = land(
+        inRange, arith::CmpIOp::create(b, arith::CmpIPredicate::sge, slot, add(passed, tiles)));
     scf::ConditionOp::create(b, notHere, ValueRange{current, passed, tiles});
-    Block *after = b.createBlock(&walk.getAfter(), {},
-                                 {indexType, indexType, indexType},
+    Block *after = b.createBlock(&walk.getAfter(), {}, {indexType, indexType, indexType},
                                  {b.getLoc(), b.getLoc(), b.getLoc()});
     scf::YieldOp::create(b, ValueRange{add(after->getArgument(0), idx(1)),
-                                       add(after->getArgument(1),
-                                           after->getArgument(2))});
+                                       add(after->getArgument(1), after->getArgument(2))});
     b.setInsertionPointAfter(walk);
     return {walk.getResult(0), walk.getResult(1)};
   }
@@ -414,20 +391,18 @@ private:
   // inside its swizzle atom.
   Value swizzledOffset(Value row, Value chunk) {
     Value physical = xori(chunk, remu(row, idx(kSwizzleRows)));
-    return add(mul(row, idx(cfg.rowElements())),
-               mul(physical, idx(cfg.chunkElements())));
+    return add(mul(row, idx(cfg.rowElements())), mul(physical, idx(cfg.chunkElements())));
   }
 
   // Chunks of a `rows` x 128-byte region: producer thread t takes t,
   // t + 128, ...
   SmallVector<Chunk> planChunks(int64_t total, function_ref<Chunk(Value linear)> planOne) {
     SmallVector<Chunk> chunks;
-    forEachThreadItem(threadId, kWarpgroupThreads, total,
-                      [&](Value linear, Value inRange) {
-                        Chunk chunk = planOne(linear);
-                        chunk.inRange = inRange;
-                        chunks.push_back(chunk);
-                      });
+    forEachThreadItem(threadId, kWarpgroupThreads, total, [&](Value linear, Value inRange) {
+      Chunk chunk = planOne(linear);
+      chunk.inRange = inRange;
+      chunks.push_back(chunk);
+    });
     return chunks;
   }
 
@@ -470,8 +445,7 @@ private:
       Value nChunk = remu(linear, idx(chunksPerKRow));
       Value block = divu(nChunk, idx(kChunksPerRow));
       Value blockRow = add(mul(block, idx(cfg.tileK)), kRow);
-      chunk.sharedOffset =
-          swizzledOffset(blockRow, remu(nChunk, idx(kChunksPerRow)));
+      chunk.sharedOffset = swizzledOffset(blockRow, remu(nChunk, idx(kChunksPerRow)));
       auto [global, valid] = mapBColumn(tile.nTile, mul(nChunk, idx(cfg.chunkElements())));
       chunk.fixedOffset = add(expertBase, global);
       chunk.fixedValid = valid;
@@ -482,20 +456,18 @@ private:
 
   // Starts the copies of K tile `kTile` into stage `stage`; chunks outside
   // the matrix read nothing and zero-fill shared memory.
-  void issueCopies(ArrayRef<Chunk> chunks, Value global, Value stageBase,
-                   Value kTile, bool kIsRow) {
+  void issueCopies(ArrayRef<Chunk> chunks, Value global, Value stageBase, Value kTile,
+                   bool kIsRow) {
     for (const Chunk &chunk : chunks) {
       auto copy = [&] {
         Value kIndex = add(mul(kTile, idx(cfg.tileK)), chunk.kInTile);
         Value valid = land(chunk.fixedValid, lt(kIndex, idx(cfg.k)));
         Value moving = kIsRow ? mul(kIndex, idx(cfg.n)) : kIndex;
         Value offset = select(valid, add(chunk.fixedOffset, moving), idx(0));
-        Value sourceElements =
-            select(valid, idx(cfg.chunkElements()), idx(0));
+        Value sourceElements = select(valid, idx(cfg.chunkElements()), idx(0));
         nvgpu::DeviceAsyncCopyOp::create(
-            b, shared, ValueRange{add(stageBase, chunk.sharedOffset)}, global,
-            ValueRange{offset}, b.getIndexAttr(cfg.chunkElements()),
-            sourceElements, b.getUnitAttr());
+            b, shared, ValueRange{add(stageBase, chunk.sharedOffset)}, global, ValueRange{offset},
+            b.getIndexAttr(cfg.chunkElements()), sourceElements, b.getUnitAttr());
       };
       whenSet(chunk.inRange, copy);
     }
@@ -530,8 +502,7 @@ private:
                   /*kIsRow=*/false);
       if (!cfg.tmaB())
         issueCopies(chunksB, args.b,
-                    add(idx(bBaseBytes / cfg.elementBytes()),
-                        mul(stage, idx(bStageElements))),
+                    add(idx(bBaseBytes / cfg.elementBytes()), mul(stage, idx(bStageElements))),
                     kTile, /*kIsRow=*/!cfg.bKContiguous);
       NVVM::CpAsyncMBarrierArriveOp::create(b, fullBarrier(stage),
                                             /*noinc=*/true);
@@ -554,25 +525,22 @@ private:
     MLIRContext *ctx = b.getContext();
     Value full = fullBarrier(stage);
     NVVM::MBarrierArriveExpectTxOp::create(
-        b, Type(), full,
-        arith::ConstantOp::create(b, b.getI32IntegerAttr(cfg.layout.bStageBytes)),
+        b, Type(), full, arith::ConstantOp::create(b, b.getI32IntegerAttr(cfg.layout.bStageBytes)),
         NVVM::MemScopeKind::CTA, /*relaxed=*/false, Value());
-    Value stageBase = add(sharedAddress,
-                          toI64(add(idx(bBaseBytes),
-                                    mul(stage, idx(cfg.layout.bStageBytes)))));
+    Value stageBase =
+        add(sharedAddress, toI64(add(idx(bBaseBytes), mul(stage, idx(cfg.layout.bStageBytes)))));
     Value multicast;
     if (cfg.cluster > 1)
       multicast = arith::ConstantOp::create(
           b, b.getI16IntegerAttr(static_cast<int16_t>((1 << cfg.cluster) - 1)));
     auto load = [&](Value offsetBytes, Value c0, Value c1) {
-      Value cta = LLVM::IntToPtrOp::create(
-          b, LLVM::LLVMPointerType::get(ctx, kSharedAddressSpace),
-          add(stageBase, toI64(offsetBytes)));
+      Value cta = LLVM::IntToPtrOp::create(b, LLVM::LLVMPointerType::get(ctx, kSharedAddressSpace),
+                                           add(stageBase, toI64(offsetBytes)));
       Value cluster = LLVM::AddrSpaceCastOp::create(
           b, LLVM::LLVMPointerType::get(ctx, kSharedClusterAddressSpace), cta);
       NVVM::CpAsyncBulkTensorGlobalToSharedClusterOp::create(
-          b, cluster, args.weightMap, ValueRange{toI32(c0), toI32(c1), toI32(tile.expert)},
-          full, ValueRange{}, multicast, Value(), NVVM::TMALoadMode::TILE,
+          b, cluster, args.weightMap, ValueRange{toI32(c0), toI32(c1), toI32(tile.expert)}, full,
+          ValueRange{}, multicast, Value(), NVVM::TMALoadMode::TILE,
           /*isCTAOnly=*/false, NVVM::CTAGroupKindAttr(), Value());
     };
     Value kFirst = mul(kTile, idx(cfg.tileK));
@@ -604,27 +572,24 @@ private:
   // byte offsets (each encoded >> 4) and the 128B swizzle mode.
   static int64_t descriptorBits(int64_t leadingBytes, int64_t strideBytes) {
     constexpr int64_t kSwizzle128B = 1;
-    return ((leadingBytes >> 4) << 16) | ((strideBytes >> 4) << 32) |
-           (kSwizzle128B << 62);
+    return ((leadingBytes >> 4) << 16) | ((strideBytes >> 4) << 32) | (kSwizzle128B << 62);
   }
   Value descriptor(Value byteAddress, int64_t bits) {
-    Value encoded = arith::ShRUIOp::create(
-        b, arith::AndIOp::create(b, byteAddress, i64(0x3FFFF)), i64(4));
+    Value encoded =
+        arith::ShRUIOp::create(b, arith::AndIOp::create(b, byteAddress, i64(0x3FFFF)), i64(4));
     return arith::OrIOp::create(b, encoded, i64(bits));
   }
 
   // `accumulate` false: D = A B, the accumulator's input is not read.
   Value wgmma(Value acc, Value descA, Value descB, bool accumulate = true) {
     auto typeOf = [&] {
-      return cfg.element.isBF16() ? NVVM::WGMMATypes::bf16
-                                  : NVVM::WGMMATypes::f16;
+      return cfg.element.isBF16() ? NVVM::WGMMATypes::bf16 : NVVM::WGMMATypes::f16;
     };
     MLIRContext *ctx = b.getContext();
     return NVVM::WgmmaMmaAsyncOp::create(
         b, acc.getType(), acc, descA, descB,
         NVVM::MMAShapeAttr::get(ctx, kWgmmaM, cfg.tileN, kWgmmaK),
-        NVVM::WGMMATypesAttr::get(ctx, typeOf()),
-        NVVM::WGMMATypesAttr::get(ctx, typeOf()),
+        NVVM::WGMMATypesAttr::get(ctx, typeOf()), NVVM::WGMMATypesAttr::get(ctx, typeOf()),
         NVVM::WGMMATypesAttr::get(ctx, NVVM::WGMMATypes::f32),
         NVVM::WGMMAScaleOutAttr::get(ctx, accumulate ? NVVM::WGMMAScaleOut::one
                                                      : NVVM::WGMMAScaleOut::zero),
@@ -632,8 +597,8 @@ private:
         NVVM::WGMMAScaleInAttr::get(ctx, NVVM::WGMMAScaleIn::one),
         NVVM::MMALayoutAttr::get(ctx, NVVM::MMALayout::row),
         // col: B K-major; row: B N-major (transposed).
-        NVVM::MMALayoutAttr::get(ctx, cfg.bKContiguous ? NVVM::MMALayout::col
-                                                       : NVVM::MMALayout::row),
+        NVVM::MMALayoutAttr::get(ctx,
+                                 cfg.bKContiguous ? NVVM::MMALayout::col : NVVM::MMALayout::row),
         NVVM::MMAIntOverflowAttr());
   }
 
@@ -641,32 +606,27 @@ private:
   // step, one per 64-row block. For the tile's first stage (`first`) the
   // first k16 step overwrites the accumulators.
   SmallVector<Value> emitStageMma(Value stage, SmallVector<Value> acc, bool first) {
-    Value aStage = add(
-        sharedAddress,
-        toI64(add(mul(stage, idx(cfg.layout.aStageBytes)),
-                  cfg.pingPong ? idx(0)
-                               : mul(consumerGroup, idx(kWgmmaM * kRowBytes)))));
+    Value aStage =
+        add(sharedAddress,
+            toI64(add(mul(stage, idx(cfg.layout.aStageBytes)),
+                      cfg.pingPong ? idx(0) : mul(consumerGroup, idx(kWgmmaM * kRowBytes)))));
     const int64_t blockBytes = kWgmmaM * kRowBytes;
-    Value bStage = add(sharedAddress,
-                       toI64(add(idx(bBaseBytes),
-                                 mul(stage, idx(cfg.layout.bStageBytes)))));
+    Value bStage =
+        add(sharedAddress, toI64(add(idx(bBaseBytes), mul(stage, idx(cfg.layout.bStageBytes)))));
     // K-major operands: rows of 128 bytes, 8-row atoms 1024 bytes apart, a
     // k16 step is 32 bytes into the row. N-major B: 64-column blocks
     // tile.k rows apart, 8-row atoms along K, a k16 step is 16 rows.
     const int64_t kMajorBits = descriptorBits(kChunkBytes, kSwizzleAtomBytes);
-    const int64_t nMajorBits =
-        descriptorBits(cfg.tileK * kRowBytes, kSwizzleAtomBytes);
+    const int64_t nMajorBits = descriptorBits(cfg.tileK * kRowBytes, kSwizzleAtomBytes);
     const int64_t kStepBytes = kWgmmaK * cfg.elementBytes();
     NVVM::WgmmaFenceAlignedOp::create(b);
     for (int64_t step = 0; step < cfg.tileK / kWgmmaK; ++step) {
-      Value descB =
-          cfg.bKContiguous
-              ? descriptor(add(bStage, i64(step * kStepBytes)), kMajorBits)
-              : descriptor(add(bStage, i64(step * kWgmmaK * kRowBytes)),
-                           nMajorBits);
+      Value descB = cfg.bKContiguous
+                        ? descriptor(add(bStage, i64(step * kStepBytes)), kMajorBits)
+                        : descriptor(add(bStage, i64(step * kWgmmaK * kRowBytes)), nMajorBits);
       for (int64_t block = 0; block < cfg.rowBlocks(); ++block) {
-        Value descA = descriptor(
-            add(aStage, i64(block * blockBytes + step * kStepBytes)), kMajorBits);
+        Value descA =
+            descriptor(add(aStage, i64(block * blockBytes + step * kStepBytes)), kMajorBits);
         acc[block] = wgmma(acc[block], descA, descB, !(first && step == 0));
       }
     }
@@ -684,8 +644,7 @@ private:
   void emitConsumer() {
     consumerGroup = sub(warpgroup, idx(1));
     // The warp's 16-row slice of the tile.
-    consumerWarp = cfg.pingPong ? remu(warp, idx(kWarpsPerGroup))
-                                : sub(warp, idx(kWarpsPerGroup));
+    consumerWarp = cfg.pingPong ? remu(warp, idx(kWarpsPerGroup)) : sub(warp, idx(kWarpsPerGroup));
     Value leader = eq(lane, idx(0));
     forEachTile([&](const CtaTile &tile, Value kBefore, Value ordinal) {
       if (cfg.pingPong)
@@ -713,13 +672,11 @@ private:
   }
   void passTurn(Value leader) {
     when(leader, [&] {
-      NVVM::MBarrierArriveOp::create(
-          b, Type(), turnBarrier(sub(idx(1), consumerGroup)), Value());
+      NVVM::MBarrierArriveOp::create(b, Type(), turnBarrier(sub(idx(1), consumerGroup)), Value());
     });
   }
 
-  void emitConsumerTile(const CtaTile &tile, Value kBefore, Value leader,
-                        Value ordinal) {
+  void emitConsumerTile(const CtaTile &tile, Value kBefore, Value leader, Value ordinal) {
     if (cfg.pingPong)
       waitForTurn(divu(ordinal, idx(2)));
     // The accumulators start undefined: the first K tile's first wgmma
@@ -740,12 +697,10 @@ private:
           NVVM::MBarrierArriveOp::create(b, Type(), empty, Value());
           return;
         }
-        auto remoteType = LLVM::LLVMPointerType::get(b.getContext(),
-                                                     kSharedClusterAddressSpace);
+        auto remoteType = LLVM::LLVMPointerType::get(b.getContext(), kSharedClusterAddressSpace);
         for (int64_t rank = 0; rank < cfg.cluster; ++rank) {
           Value remote = NVVM::MapaOp::create(
-              b, remoteType, empty,
-              arith::ConstantOp::create(b, b.getI32IntegerAttr(rank)));
+              b, remoteType, empty, arith::ConstantOp::create(b, b.getI32IntegerAttr(rank)));
           // Release at CTA scope, like a local arrive: the wgmmas that
           // read the stage have retired and nothing is published; a
           // cluster-scope release would first wait for this thread's
@@ -761,10 +716,8 @@ private:
       Value stage = remu(step, idx(cfg.stages));
       wait(fullBarrier(stage), remu(divu(step, idx(cfg.stages)), idx(2)));
       NVVM::FenceProxyOp::create(
-          b, NVVM::ProxyKindAttr::get(b.getContext(),
-                                      NVVM::ProxyKind::async_shared),
-          NVVM::SharedSpaceAttr::get(b.getContext(),
-                                     NVVM::SharedSpace::shared_cta));
+          b, NVVM::ProxyKindAttr::get(b.getContext(), NVVM::ProxyKind::async_shared),
+          NVVM::SharedSpaceAttr::get(b.getContext(), NVVM::SharedSpace::shared_cta));
       SmallVector<Value> out = emitStageMma(stage, std::move(in), first);
       NVVM::WgmmaWaitGroupSyncOp::create(b, 1);
       if (!first)
@@ -777,9 +730,9 @@ private:
     {
       OpBuilder::InsertionGuard guard(b);
       b.setInsertionPointToStart(loop.getBody());
-      scf::YieldOp::create(
-          b, kTileMma(loop.getInductionVar(),
-                      SmallVector<Value>(loop.getRegionIterArgs()), /*first=*/false));
+      scf::YieldOp::create(b,
+                           kTileMma(loop.getInductionVar(),
+                                    SmallVector<Value>(loop.getRegionIterArgs()), /*first=*/false));
     }
     if (cfg.pingPong)
       passTurn(leader);
@@ -790,8 +743,8 @@ private:
     for (int64_t block = 0; block < cfg.rowBlocks(); ++block) {
       SmallVector<Value> values;
       for (int64_t i = 0; i < cfg.accumulators(); ++i)
-        values.push_back(LLVM::ExtractValueOp::create(
-            b, loop.getResult(block), ArrayRef<int64_t>{i}));
+        values.push_back(
+            LLVM::ExtractValueOp::create(b, loop.getResult(block), ArrayRef<int64_t>{i}));
       emitEpilogue(tile, block, values);
     }
     if (cfg.staggered)
@@ -806,8 +759,7 @@ private:
     Value rowInWarp = fragmentRow();
     Value columnInPair = fragmentColumn();
     for (int64_t h = 0; h < 2; ++h) {
-      Value row = add(add(mul(consumerWarp, idx(16)), idx(block * kWgmmaM + h * 8)),
-                      rowInWarp);
+      Value row = add(add(mul(consumerWarp, idx(16)), idx(block * kWgmmaM + h * 8)), rowInWarp);
       Value outRow = add(tile.rowBegin, row);
       Value rowValid = lt(outRow, tile.rowEnd);
       emitEpilogueRow(
@@ -837,42 +789,40 @@ private:
 
   const HopperConfig &cfg;
   Value threadId, warp, warpgroup;
-  Value clusterRank; // the constant 0 without a cluster
+  Value clusterRank;                 // the constant 0 without a cluster
   Value consumerGroup, consumerWarp; // consumer side only
-  Value shared;        // memref<elements x T, 3>, 1024-byte aligned
-  Value sharedAddress; // its shared-window address (i64)
+  Value shared;                      // memref<elements x T, 3>, 1024-byte aligned
+  Value sharedAddress;               // its shared-window address (i64)
   int64_t bBaseBytes = 0, fullBarrierBytes = 0, emptyBarrierBytes = 0;
   int64_t turnBarrierBytes = 0, offsetsBytes = 0;
 };
 
-LogicalResult lowerHopperGroupedGemm(moe::GroupedGemmOp op,
-                                     gpu::GPUModuleOp kernels) {
+LogicalResult lowerHopperGroupedGemm(moe::GroupedGemmOp op, gpu::GPUModuleOp kernels) {
   if (op.getVarlen() != moe::Varlen::M || !op.getAKContiguous())
     return op.emitOpError("the hopper path covers varlen-M GEMMs with a "
                           "K-contiguous A; use path = portable");
   const HopperConfig cfg(op);
-  const bool tileFits =
-      (cfg.tileM == kWgmmaM || cfg.tileM == 2 * kWgmmaM) &&
-      cfg.tileK == cfg.rowElements() && cfg.tileN % kBlockColumns == 0 &&
-      cfg.tileN <= 256 && cfg.stages >= 3;
+  const bool tileFits = (cfg.tileM == kWgmmaM || cfg.tileM == 2 * kWgmmaM) &&
+                        cfg.tileK == cfg.rowElements() && cfg.tileN % kBlockColumns == 0 &&
+                        cfg.tileN <= 256 && cfg.stages >= 3;
   if (!tileFits)
     return op.emitOpError("the hopper path needs tile.m of 64 or 128, a "
                           "128-byte tile.k, tile.n a multiple of 64 up to "
                           "256 and at least 3 stages");
   if (cfg.cluster > 1) {
-    const bool splits =
-        cfg.bKContiguous ? cfg.tileN % (cfg.cluster * kSwizzleRows) == 0
-                         : (cfg.tileN / kBlockColumns) % cfg.cluster == 0;
+    const bool splits = cfg.bKContiguous ? cfg.tileN % (cfg.cluster * kSwizzleRows) == 0
+                                         : (cfg.tileN / kBlockColumns) % cfg.cluster == 0;
     if (!cfg.tmaB() || !splits)
       return op.emitOpError("cluster_m = ")
              << cfg.cluster << " needs B by TMA, split into " << cfg.cluster
              << " parts of whole boxes (hopperClusterSize); use cluster_m = 1";
   }
-  buildKernel(op, kernels, cfg.threads,
-              [&](ImplicitLocOpBuilder &builder, const KernelParams &params) {
-                HopperKernelEmitter(builder, cfg, params).emit();
-              },
-              cfg.cluster);
+  buildKernel(
+      op, kernels, cfg.threads,
+      [&](ImplicitLocOpBuilder &builder, const KernelParams &params) {
+        HopperKernelEmitter(builder, cfg, params).emit();
+      },
+      cfg.cluster);
   return success();
 }
 
