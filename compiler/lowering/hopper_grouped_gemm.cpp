@@ -23,7 +23,12 @@
 // 8-byte store per lane for each pair of n8 blocks after a shuffle within
 // the quad (wideStores), so every store fills whole 32-byte sectors.
 //
-// B goes by TMA where its tile is whole boxes (weightTileIsBoxes). With
+// B goes by TMA where its tile is whole boxes (weightTileIsBoxes), and A
+// where its rows are not gathered (one box of tile.m rows of the activation
+// map per stage; the down-projection and dx). The TMA thread announces the
+// stage's TMA bytes on the full barrier (arrive.expect_tx); where nothing
+// goes by cp.async, it is the only producer thread, the full barrier waits
+// for its arrive alone and the consumers need no proxy fence. With
 // cluster_m = 2 or 4 the CTAs of a cluster take neighbouring M tiles of one
 // expert and the same N tile: each loads its part of the B tile and
 // multicasts it into every CTA's stage, and each consumer warp hands a
@@ -101,6 +106,13 @@ struct HopperConfig : GroupedGemmAttrs {
   // are not whole 64-column boxes of an N-contiguous B (usesWeightTma says
   // the same).
   bool tmaB() const { return weightTileIsBoxes(halvesGateUp(), bKContiguous, tileN); }
+  // A by TMA (one box of tile.m rows per stage) unless its rows are
+  // gathered: those go by cp.async, 16 bytes per thread and copy
+  // (usesActivationTma says the same).
+  bool tmaA() const { return !gatherA; }
+  // Whether the producers copy anything by cp.async (each then arrives on
+  // the full barrier, and the consumers fence the generic proxy's writes).
+  bool cpAsync() const { return !tmaA() || !tmaB(); }
 
   bool pingPong = false;
   // The two cooperative consumers of a 128-row tile take turns on the
@@ -244,9 +256,10 @@ private:
   // consumer warp has retired the wgmmas that read it (one arrive each).
   void initBarriers() {
     when(eq(threadId, idx(0)), [&] {
-      // The producers' cp.async arrivals, plus the TMA thread's expect_tx.
+      // The TMA thread's expect_tx, plus the producers' cp.async arrivals.
       Value producers = arith::ConstantOp::create(
-          b, b.getI32IntegerAttr(kWarpgroupThreads + (cfg.tmaB() ? 1 : 0)));
+          b, b.getI32IntegerAttr(((cfg.tmaA() || cfg.tmaB()) ? 1 : 0) +
+                                 (cfg.cpAsync() ? kWarpgroupThreads : 0)));
       // Every consumer warp of the cluster arrives: each CTA's producer
       // writes the stage of all of them.
       Value consumerWarps =
@@ -483,29 +496,57 @@ private:
     const int64_t aStageElements = cfg.layout.aStageBytes / cfg.elementBytes();
     const int64_t bStageElements = cfg.layout.bStageBytes / cfg.elementBytes();
     Value tmaThread = eq(threadId, idx(0));
-    forEachTile([&](const CtaTile &tile, Value kBefore, Value) {
-      SmallVector<Chunk> chunksA = planChunksA(tile);
-      SmallVector<Chunk> chunksB;
-      if (!cfg.tmaB())
-        chunksB = planChunksB(tile);
-      auto loop = scf::ForOp::create(b, idx(0), tile.kTiles, idx(1));
-      OpBuilder::InsertionGuard guard(b);
-      b.setInsertionPointToStart(loop.getBody());
-      Value kTile = loop.getInductionVar();
-      Value step = add(kBefore, kTile);
-      Value stage = remu(step, idx(cfg.stages));
-      Value round = divu(step, idx(cfg.stages));
-      wait(emptyBarrier(stage), xori(remu(round, idx(2)), idx(1)));
-      if (cfg.tmaB())
-        when(tmaThread, [&] { loadWeightsByTma(tile, kTile, stage); });
-      issueCopies(chunksA, args.a, mul(stage, idx(aStageElements)), kTile,
-                  /*kIsRow=*/false);
-      if (!cfg.tmaB())
-        issueCopies(chunksB, args.b,
-                    add(idx(bBaseBytes / cfg.elementBytes()), mul(stage, idx(bStageElements))),
-                    kTile, /*kIsRow=*/!cfg.bKContiguous);
-      NVVM::CpAsyncMBarrierArriveOp::create(b, fullBarrier(stage),
-                                            /*noinc=*/true);
+    // Without cp.async only the TMA thread walks the tiles. The others
+    // would wait on the empty barriers without arriving anywhere, so one
+    // could fall two phases behind a barrier and wait for a phase that
+    // never comes (a hang seen at T = 4096, zipf routing).
+    auto producerThreads = [&](function_ref<void()> body) {
+      if (cfg.cpAsync())
+        body();
+      else
+        when(tmaThread, body);
+    };
+    producerThreads([&] {
+      forEachTile([&](const CtaTile &tile, Value kBefore, Value) {
+        SmallVector<Chunk> chunksA;
+        if (!cfg.tmaA())
+          chunksA = planChunksA(tile);
+        SmallVector<Chunk> chunksB;
+        if (!cfg.tmaB())
+          chunksB = planChunksB(tile);
+        auto loop = scf::ForOp::create(b, idx(0), tile.kTiles, idx(1));
+        OpBuilder::InsertionGuard guard(b);
+        b.setInsertionPointToStart(loop.getBody());
+        Value kTile = loop.getInductionVar();
+        Value step = add(kBefore, kTile);
+        Value stage = remu(step, idx(cfg.stages));
+        Value round = divu(step, idx(cfg.stages));
+        wait(emptyBarrier(stage), xori(remu(round, idx(2)), idx(1)));
+        // The TMA thread announces the bytes that arrive by TMA, then loads.
+        const int64_t tmaBytes =
+            (cfg.tmaA() ? cfg.layout.aStageBytes : 0) + (cfg.tmaB() ? cfg.layout.bStageBytes : 0);
+        if (tmaBytes > 0)
+          when(tmaThread, [&] {
+            NVVM::MBarrierArriveExpectTxOp::create(
+                b, Type(), fullBarrier(stage),
+                arith::ConstantOp::create(b, b.getI32IntegerAttr(tmaBytes)),
+                NVVM::MemScopeKind::CTA, /*relaxed=*/false, Value());
+            if (cfg.tmaB())
+              loadWeightsByTma(tile, kTile, stage);
+            if (cfg.tmaA())
+              loadActivationsByTma(kTile, stage, tile.rowBegin);
+          });
+        if (!cfg.tmaA())
+          issueCopies(chunksA, args.a, mul(stage, idx(aStageElements)), kTile,
+                      /*kIsRow=*/false);
+        if (!cfg.tmaB())
+          issueCopies(chunksB, args.b,
+                      add(idx(bBaseBytes / cfg.elementBytes()), mul(stage, idx(bStageElements))),
+                      kTile, /*kIsRow=*/!cfg.bKContiguous);
+        if (cfg.cpAsync())
+          NVVM::CpAsyncMBarrierArriveOp::create(b, fullBarrier(stage),
+                                                /*noinc=*/true);
+      });
     });
     // Copies still in flight finish before the thread exits.
     NVVM::CpAsyncWaitGroupOp::create(b, b.getI32IntegerAttr(0));
@@ -524,9 +565,6 @@ private:
   void loadWeightsByTma(const CtaTile &tile, Value kTile, Value stage) {
     MLIRContext *ctx = b.getContext();
     Value full = fullBarrier(stage);
-    NVVM::MBarrierArriveExpectTxOp::create(
-        b, Type(), full, arith::ConstantOp::create(b, b.getI32IntegerAttr(cfg.layout.bStageBytes)),
-        NVVM::MemScopeKind::CTA, /*relaxed=*/false, Value());
     Value stageBase =
         add(sharedAddress, toI64(add(idx(bBaseBytes), mul(stage, idx(cfg.layout.bStageBytes)))));
     Value multicast;
@@ -565,6 +603,24 @@ private:
       }
       load(mul(block, idx(cfg.tileK * kRowBytes)), column, kFirst);
     }
+  }
+
+  // A's part of K tile `kTile` by TMA into `stage`: the box of the
+  // activation map (activationMapShape), tile.m rows from grouped row
+  // `row`, in the 128B-swizzle layout of the cp.async path. Rows past
+  // total_rows arrive as zeros; rows past the expert's end are read but
+  // their accumulator rows are never stored.
+  void loadActivationsByTma(Value kTile, Value stage, Value row) {
+    MLIRContext *ctx = b.getContext();
+    Value destination = LLVM::IntToPtrOp::create(
+        b, LLVM::LLVMPointerType::get(ctx, kSharedAddressSpace),
+        add(sharedAddress, toI64(mul(stage, idx(cfg.layout.aStageBytes)))));
+    Value cluster = LLVM::AddrSpaceCastOp::create(
+        b, LLVM::LLVMPointerType::get(ctx, kSharedClusterAddressSpace), destination);
+    NVVM::CpAsyncBulkTensorGlobalToSharedClusterOp::create(
+        b, cluster, args.activationMap, ValueRange{toI32(mul(kTile, idx(cfg.tileK))), toI32(row)},
+        fullBarrier(stage), ValueRange{}, Value(), Value(), NVVM::TMALoadMode::TILE,
+        /*isCTAOnly=*/false, NVVM::CTAGroupKindAttr(), Value());
   }
 
   // --- wgmma --------------------------------------------------------------
@@ -715,9 +771,13 @@ private:
       Value step = add(kBefore, kTile);
       Value stage = remu(step, idx(cfg.stages));
       wait(fullBarrier(stage), remu(divu(step, idx(cfg.stages)), idx(2)));
-      NVVM::FenceProxyOp::create(
-          b, NVVM::ProxyKindAttr::get(b.getContext(), NVVM::ProxyKind::async_shared),
-          NVVM::SharedSpaceAttr::get(b.getContext(), NVVM::SharedSpace::shared_cta));
+      // cp.async writes (gathered A; B where it does not go by TMA) are
+      // generic-proxy writes that wgmma's async-proxy reads must be fenced
+      // against; TMA writes are async-proxy already.
+      if (cfg.cpAsync())
+        NVVM::FenceProxyOp::create(
+            b, NVVM::ProxyKindAttr::get(b.getContext(), NVVM::ProxyKind::async_shared),
+            NVVM::SharedSpaceAttr::get(b.getContext(), NVVM::SharedSpace::shared_cta));
       SmallVector<Value> out = emitStageMma(stage, std::move(in), first);
       NVVM::WgmmaWaitGroupSyncOp::create(b, 1);
       if (!first)

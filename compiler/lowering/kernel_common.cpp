@@ -56,8 +56,10 @@ void buildKernel(moe::GroupedGemmOp op, gpu::GPUModuleOp kernels, int64_t thread
                               buffer(i32),
                               buffer(Float32Type::get(ctx)),
                               i32,
-                              // The tensor map; moe-extern-dynamic-shared-memory
-                              // makes it a by-value grid constant.
+                              // The tensor maps of B and A;
+                              // moe-extern-dynamic-shared-memory makes them
+                              // by-value grid constants.
+                              LLVM::LLVMPointerType::get(ctx),
                               LLVM::LLVMPointerType::get(ctx)};
   assert(params.size() == static_cast<size_t>(KernelArg::Count));
   OpBuilder moduleBuilder = OpBuilder::atBlockEnd(kernels.getBody());
@@ -70,9 +72,9 @@ void buildKernel(moe::GroupedGemmOp op, gpu::GPUModuleOp kernels, int64_t thread
   if (clusterSize > 1)
     func->setAttr(NVVM::NVVMDialect::getClusterDimAttrName(),
                   DenseI32ArrayAttr::get(ctx, {static_cast<int32_t>(clusterSize), 1, 1}));
-  func.setArgAttr(static_cast<unsigned>(KernelArg::WeightMap),
-                  LLVM::LLVMDialect::getAlignAttrName(),
-                  IntegerAttr::get(IntegerType::get(ctx, 64), 64));
+  for (KernelArg map : {KernelArg::WeightMap, KernelArg::ActivationMap})
+    func.setArgAttr(static_cast<unsigned>(map), LLVM::LLVMDialect::getAlignAttrName(),
+                    IntegerAttr::get(IntegerType::get(ctx, 64), 64));
 
   Block &entry = func.getBody().front();
   ImplicitLocOpBuilder builder(op.getLoc(), ctx);
@@ -80,7 +82,7 @@ void buildKernel(moe::GroupedGemmOp op, gpu::GPUModuleOp kernels, int64_t thread
   emitBody(builder, KernelParams{entry.getArgument(0), entry.getArgument(1), entry.getArgument(2),
                                  entry.getArgument(3), entry.getArgument(4), entry.getArgument(5),
                                  entry.getArgument(6), entry.getArgument(7), entry.getArgument(8),
-                                 entry.getArgument(9)});
+                                 entry.getArgument(9), entry.getArgument(10)});
   gpu::ReturnOp::create(builder);
 }
 

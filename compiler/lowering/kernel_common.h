@@ -63,7 +63,8 @@ struct GroupedGemmAttrs {
 // The kernel parameters, in the order of KernelArg.
 struct KernelParams {
   mlir::Value a, b, c, auxIn, auxOut, offsets, gather, scale, totalRows;
-  mlir::Value weightMap; // !llvm.ptr to the by-value CUtensorMap
+  mlir::Value weightMap;     // !llvm.ptr to the by-value CUtensorMap of B
+  mlir::Value activationMap; // the same for A
 };
 
 using KernelBodyEmitter =

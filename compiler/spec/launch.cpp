@@ -163,6 +163,22 @@ int hopperClusterSize(const GemmProblem &problem, const Target &target) {
   return usesWeightTma(problem, target) ? weightClusterParts(problem) : 1;
 }
 
+bool usesActivationTma(const GemmProblem &problem, const Target &target) {
+  return selectKernelPath(problem, target) == KernelPath::Hopper && !problem.gatherA;
+}
+
+ActivationMapShape activationMapShape(const GemmProblem &problem, int64_t totalRows) {
+  const uint64_t bytes = static_cast<uint64_t>(dtypeBytes(problem.dtype));
+  const uint64_t k = static_cast<uint64_t>(problem.k);
+  const uint32_t rowElements = static_cast<uint32_t>(HopperTileLayout::kRowBytes / bytes);
+  ActivationMapShape shape;
+  // A tensor map has at least one row, even for a launch of none.
+  shape.dims = {k, static_cast<uint64_t>(std::max<int64_t>(totalRows, 1))};
+  shape.strideBytes = k * bytes;
+  shape.box = {rowElements, static_cast<uint32_t>(problem.schedule.tile.m)};
+  return shape;
+}
+
 WeightMapShape weightMapShape(const GemmProblem &problem) {
   const uint64_t bytes = static_cast<uint64_t>(dtypeBytes(problem.dtype));
   const uint64_t n = static_cast<uint64_t>(problem.n), k = static_cast<uint64_t>(problem.k);

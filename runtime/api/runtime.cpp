@@ -341,11 +341,14 @@ void GroupedGemm::launch(const GemmArgs &args, void *stream) const {
               scale = devicePointer(args.scale);
   int32_t totalRows = static_cast<int32_t>(args.totalRows);
   KernelArgs mapped;
+  mapped.a = a;
   mapped.b = b;
+  mapped.totalRows = totalRows;
   gemm.weightMap.set(gemm.function.driver(), gemm.problem, gemm.target, mapped);
+  setActivationMap(gemm.function.driver(), gemm.problem, gemm.target, mapped);
   void *params[] = {&a,      &b,     &c,         &auxIn,
                     &auxOut, &offsets, &gather, &scale,
-                    &totalRows, &mapped.weightMap};
+                    &totalRows, &mapped.weightMap, &mapped.activationMap};
   static_assert(std::size(params) == static_cast<size_t>(KernelArg::Count));
   const CudaDriver &cu = gemm.function.driver();
   auto enqueue = [&] {

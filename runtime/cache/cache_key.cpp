@@ -83,7 +83,7 @@ nlohmann::json toJson(const GemmProblem &p) {
 CacheKeyFields currentKeyFields(std::vector<GemmProblem> problems, const Target &target,
                                 std::string codeKnobs) {
   return {std::move(problems), target, std::string(kVersion), std::string(kLlvmVersion),
-          std::move(codeKnobs)};
+          kKernelRevision, std::move(codeKnobs)};
 }
 
 CacheKey::CacheKey(const CacheKeyFields &fields) {
@@ -98,6 +98,7 @@ CacheKey::CacheKey(const CacheKeyFields &fields) {
       {"max_shared_bytes_per_block", fields.target.maxSharedBytesPerBlock},
       {"moejit_version", fields.moejitVersion},
       {"llvm_version", fields.llvmVersion},
+      {"kernel_revision", fields.kernelRevision},
       {"code_knobs", fields.codeKnobs},
   };
   canonical_ = canonical.dump();

@@ -21,6 +21,7 @@ struct CacheKeyFields {
   Target target;             // arch, SM count, shared-memory limit
   std::string moejitVersion; // kVersion
   std::string llvmVersion;   // kLlvmVersion (LLVM and MLIR ship together)
+  int kernelRevision = 0;    // kKernelRevision
   // Every other setting that changes the generated code, as the compile step
   // spells it (e.g. "fast-math=1;ptx-isa=8.5"); empty when there is none.
   std::string codeKnobs;

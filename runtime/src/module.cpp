@@ -180,6 +180,32 @@ void setWeightMap(const CudaDriver &cu, const GemmProblem &problem, const Target
                 ErrorKind::CudaCall);
 }
 
+void setActivationMap(const CudaDriver &cu, const GemmProblem &problem, const Target &target,
+                      KernelArgs &args) {
+  args.activationMap = CUtensorMap{};
+  if (!usesActivationTma(problem, target))
+    return;
+  const ActivationMapShape shape = activationMapShape(problem, args.totalRows);
+  const cuuint64_t dims[2] = {shape.dims[0], shape.dims[1]};
+  const cuuint64_t strides[1] = {shape.strideBytes};
+  const cuuint32_t box[2] = {shape.box[0], shape.box[1]};
+  const cuuint32_t elementStrides[2] = {1, 1};
+  const CUtensorMapDataType type = problem.dtype == DType::BF16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16
+                                                                : CU_TENSOR_MAP_DATA_TYPE_FLOAT16;
+  // The same 128B swizzle as B's stages; K tails and rows past the end
+  // arrive as zeros.
+  const CUresult result = cu.cuTensorMapEncodeTiled.fn(
+      &args.activationMap, type, 2, reinterpret_cast<void *>(static_cast<uintptr_t>(args.a)), dims,
+      strides, box, elementStrides, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+      CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  if (result != CUDA_SUCCESS)
+    throw Error("cuTensorMapEncodeTiled for the activations of '" + problem.kernelName +
+                    "' (A at 0x" + fmt::format("{:x}", args.a) + ", " +
+                    std::to_string(args.totalRows) + " rows of " + std::to_string(problem.k) +
+                    ") failed: " + cu.describe(result),
+                ErrorKind::CudaCall);
+}
+
 void WeightMapCache::set(const CudaDriver &cu, const GemmProblem &problem, const Target &target,
                          KernelArgs &args) const {
   std::lock_guard<std::mutex> lock(state_->mutex);
@@ -212,7 +238,7 @@ void launchKernel(Function &function, const LaunchShape &shape, const KernelArgs
   KernelArgs values = args;
   void *params[] = {&values.a,         &values.b,        &values.c,      &values.auxIn,
                     &values.auxOut,    &values.offsets,  &values.gather, &values.scale,
-                    &values.totalRows, &values.weightMap};
+                    &values.totalRows, &values.weightMap, &values.activationMap};
   static_assert(std::size(params) == static_cast<size_t>(KernelArg::Count));
   const CudaDriver &cu = function.driver();
   CUresult result = cu.cuLaunchKernel.fn(function.handle(), grid[0], grid[1], grid[2],

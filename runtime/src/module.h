@@ -73,11 +73,12 @@ private:
   CUmodule module_ = nullptr;
 };
 
-// The nine kernel parameters (KernelArg order); device pointers may be 0.
+// The kernel parameters (KernelArg order); device pointers may be 0.
 struct KernelArgs {
   CUdeviceptr a = 0, b = 0, c = 0, auxIn = 0, auxOut = 0, offsets = 0, gather = 0, scale = 0;
   int32_t totalRows = 0;
   CUtensorMap weightMap{}; // set by setWeightMap; zeros when unused
+  CUtensorMap activationMap{}; // set by setActivationMap; zeros when unused
 };
 
 // Encodes the tensor map of B (args.b) when the problem's kernel loads B by
@@ -85,6 +86,13 @@ struct KernelArgs {
 // it (for example a B pointer that is not 16-byte aligned).
 void setWeightMap(const CudaDriver &cu, const GemmProblem &problem, const Target &target,
                   KernelArgs &args);
+
+// Encodes the tensor map of A (args.a, args.totalRows rows) when the
+// problem's kernel loads A by TMA (usesActivationTma), else zeros it. A
+// moves with every launch, so this runs for each (a host-side encode, no
+// driver round trip). Throws Error when the driver rejects it.
+void setActivationMap(const CudaDriver &cu, const GemmProblem &problem, const Target &target,
+                      KernelArgs &args);
 
 // setWeightMap for one kernel, encoding again only when B moved: launches
 // are a hot path and a layer's weights rarely move. Thread-safe; movable.

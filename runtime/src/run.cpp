@@ -262,6 +262,7 @@ GemmRunResult runGemm(const Gpu &gpu, Function &kernel, const LayerSpec &layer,
   args.scale = scale.pointer();
   args.totalRows = static_cast<int32_t>(rows.rows());
   setWeightMap(gpu.driver(), problem, target, args);
+  setActivationMap(gpu.driver(), problem, target, args);
   const LaunchShape shape = launchShape(problem, rows.rows(), target);
 
   Stream stream = gpu.createStream();

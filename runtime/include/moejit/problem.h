@@ -155,6 +155,21 @@ bool usesWeightTma(const GemmProblem &problem, const Target &target);
 bool weightTileIsBoxes(bool gateUpHalves, bool bKContiguous, int64_t tileN);
 WeightMapShape weightMapShape(const GemmProblem &problem);
 
+// A (the grouped rows, K contiguous) seen by the tensor memory accelerator:
+// a 2-D tensor (K, total_rows) and the box one TMA load copies into a stage,
+// one 128-byte swizzle row wide and tile.m rows tall; rows past total_rows
+// arrive as zeros.
+struct ActivationMapShape {
+  std::array<uint64_t, 2> dims{};
+  uint64_t strideBytes = 0; // of dim 1
+  std::array<uint32_t, 2> box{};
+};
+// Whether the kernel loads A by TMA (through KernelArg::ActivationMap): the
+// Hopper path for rows that are not gathered. Gathered rows go by cp.async
+// (one TMA load per row ran the up-projections 30-35% slower on an H100).
+bool usesActivationTma(const GemmProblem &problem, const Target &target);
+ActivationMapShape activationMapShape(const GemmProblem &problem, int64_t totalRows);
+
 // CTAs per thread-block cluster of a Hopper kernel, all along M: the cluster's
 // CTAs take neighbouring M tiles of one expert and the same N tile, so they
 // need the same B tile; each loads 1 / size of it by TMA and multicasts it to
@@ -166,6 +181,13 @@ int hopperClusterSize(const GemmProblem &problem, const Target &target);
 // The same rule without the path: what the weight map's box and the lowering
 // assume once the Hopper path with TMA is known to be taken.
 int weightClusterParts(const GemmProblem &problem);
+
+// The revision of the generated kernels, part of every kernel cache key: a
+// cache filled by a build of another revision is never served. Bump it with
+// every change to the lowering that changes a kernel's code or parameters
+// (the version number moves too seldom for that).
+// 2: A by TMA where its rows are not gathered (the activation_map parameter).
+inline constexpr int kKernelRevision = 2;
 
 // Kernel parameter slots, in order (docs/kernel-abi.md).
 enum class KernelArg : int {
@@ -181,6 +203,8 @@ enum class KernelArg : int {
   // A 128-byte CUtensorMap of B passed by value (__grid_constant__); read
   // only by kernels for which usesWeightTma holds, zeros for the others.
   WeightMap,
+  // The same for A (usesActivationTma), encoded for every launch.
+  ActivationMap,
   Count
 };
 

@@ -6,7 +6,7 @@
 
 // CHECK: gpu.func @down({{.*}}) kernel
 // CHECK-SAME: known_block_size = array<i32: 384, 1, 1>
-// CHECK: nvvm.mbarrier.init {{.*}}, %c129_i32
+// CHECK: nvvm.mbarrier.init {{.*}}, %c1_i32
 // CHECK: nvvm.mbarrier.init {{.*}}, %c4_i32
 // CHECK: nvvm.setmaxregister  increase 192
 // CHECK: arith.remui %{{.*}}, %c2

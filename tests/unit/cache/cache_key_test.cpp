@@ -17,7 +17,7 @@ using cache_test::sampleFields;
 TEST(CacheKey, GoldenHashIsStable) {
   const CacheKey key(sampleFields());
   // Changing this value invalidates every cache on disk: only on purpose.
-  EXPECT_EQ(key.hex(), "71e6367303cd3d879d9ba7c1df087ba4") << key.canonicalJson();
+  EXPECT_EQ(key.hex(), "c2d3a13ceff1f4e0dffbdcec23f8d069") << key.canonicalJson();
   EXPECT_EQ(key.hex().size(), 32u);
   EXPECT_EQ(key.hex(), contentHash(nlohmann::json::parse(key.canonicalJson())));
   EXPECT_EQ(CacheKey(sampleFields()), key);
@@ -27,7 +27,7 @@ TEST(CacheKey, CanonicalJsonNamesEveryField) {
   const nlohmann::json json = nlohmann::json::parse(CacheKey(sampleFields()).canonicalJson());
   for (const char *field :
        {"key_schema", "problems", "arch", "sm_count", "max_shared_bytes_per_block",
-        "moejit_version", "llvm_version", "code_knobs"})
+        "moejit_version", "llvm_version", "kernel_revision", "code_knobs"})
     EXPECT_TRUE(json.contains(field)) << field;
   const nlohmann::json &problem = json.at("problems").at(0);
   EXPECT_EQ(problem.at("kernel_name"), "moejit_test_UpProj");
@@ -41,6 +41,7 @@ TEST(CacheKey, CurrentFieldsUseThisBuild) {
       currentKeyFields({cache_test::sampleProblem()}, Target::fromArch("sm_80"), "fast-math=1");
   EXPECT_EQ(fields.moejitVersion, kVersion);
   EXPECT_EQ(fields.llvmVersion, kLlvmVersion);
+  EXPECT_EQ(fields.kernelRevision, kKernelRevision);
   EXPECT_EQ(fields.target.arch, "sm_80");
   EXPECT_EQ(fields.codeKnobs, "fast-math=1");
 }
@@ -93,6 +94,7 @@ TEST(CacheKey, EveryFieldChangesTheKey) {
       {"maxShared", [](CacheKeyFields &f) { f.target.maxSharedBytesPerBlock = 101376; }},
       {"moejitVersion", [](CacheKeyFields &f) { f.moejitVersion = "0.1.1"; }},
       {"llvmVersion", [](CacheKeyFields &f) { f.llvmVersion = "22.1.1"; }},
+      {"kernelRevision", [](CacheKeyFields &f) { f.kernelRevision += 1; }},
       {"codeKnobs", [](CacheKeyFields &f) { f.codeKnobs = "fast-math=1"; }},
       {"secondProblem",
        [](CacheKeyFields &f) { f.problems.push_back(cache_test::sampleProblem("second")); }},

@@ -129,6 +129,28 @@ TEST(WeightMap, BoxesMatchTheHopperStageLayout) {
   EXPECT_TRUE(usesWeightTma(gated, sm90a));
 }
 
+TEST(ActivationMap, OneBoxOfTileRowsPerStageForContiguousRows) {
+  const Target sm90a = Target::fromArch("sm_90a");
+  GemmProblem p = varlenMProblem(); // K = 768, contiguous A
+  p.schedule.tile = {128, 256, 64};
+  ASSERT_TRUE(usesActivationTma(p, sm90a));
+  ActivationMapShape shape = activationMapShape(p, 5000);
+  EXPECT_EQ(shape.dims, (std::array<uint64_t, 2>{768, 5000}));
+  EXPECT_EQ(shape.strideBytes, 768u * 2);
+  // One 128-byte row of K by tile.m rows: the whole A part of a stage.
+  EXPECT_EQ(shape.box, (std::array<uint32_t, 2>{64, 128}));
+  // A map always has a row, even for a launch of none.
+  EXPECT_EQ(activationMapShape(p, 0).dims[1], 1u);
+  p.schedule.tile.m = 64;
+  EXPECT_EQ(activationMapShape(p, 5000).box, (std::array<uint32_t, 2>{64, 64}));
+
+  // Gathered rows go by cp.async, and nothing but the Hopper path uses TMA.
+  GemmProblem gathered = p;
+  gathered.gatherA = true;
+  EXPECT_FALSE(usesActivationTma(gathered, sm90a));
+  EXPECT_FALSE(usesActivationTma(p, Target::fromArch("sm_90")));
+}
+
 TEST(Cluster, PairsShareTheWeightTileOnTheHopperPath) {
   Target sm90a = Target::fromArch("sm_90a");
   GemmProblem p = varlenMProblem(); // N-contiguous B, tile.n 128: two boxes
