@@ -39,16 +39,16 @@ struct MoeExternDynamicSharedMemoryPass
       global.setLinkage(mlir::LLVM::Linkage::External);
     });
     getOperation().walk([](mlir::LLVM::LLVMFuncOp func) {
+      if (!func->hasAttr(mlir::NVVM::NVVMDialect::getKernelFuncAttrName()) ||
+          func.getNumArguments() <= static_cast<unsigned>(KernelArg::ActivationMap))
+        return;
+      mlir::MLIRContext *ctx = func.getContext();
+      auto mapType = mlir::LLVM::LLVMArrayType::get(mlir::IntegerType::get(ctx, 64),
+                                                    lowering::kTensorMapBytes / 8);
       for (KernelArg map : {KernelArg::WeightMap, KernelArg::ActivationMap}) {
         const unsigned slot = static_cast<unsigned>(map);
-        if (!func->hasAttr(mlir::NVVM::NVVMDialect::getKernelFuncAttrName()) ||
-            func.getNumArguments() <= slot)
-          return;
-        mlir::MLIRContext *ctx = func.getContext();
-        auto i64 = mlir::IntegerType::get(ctx, 64);
         func.setArgAttr(slot, mlir::LLVM::LLVMDialect::getByValAttrName(),
-                        mlir::TypeAttr::get(mlir::LLVM::LLVMArrayType::get(
-                            i64, lowering::kTensorMapBytes / 8)));
+                        mlir::TypeAttr::get(mapType));
         func.setArgAttr(slot, mlir::NVVM::NVVMDialect::getGridConstantAttrName(),
                         mlir::UnitAttr::get(ctx));
       }

@@ -154,24 +154,45 @@ unsigned Function::residentClusters(const LaunchShape &shape) {
   return residentClusters_;
 }
 
+namespace {
+
+// Encodes a tensor map over the device matrix at `address` in the layout
+// the Hopper stages use: the 128B swizzle wgmma's descriptors read, and
+// elements outside the tensor (N, K and row tails) arriving as zeros.
+// `dims` fastest first, `strides` in bytes of dims 1.., `box` per load.
+template <size_t Rank>
+CUresult encodeStageMap(const CudaDriver &cu, CUtensorMap &map, DType dtype, CUdeviceptr address,
+                        const std::array<uint64_t, Rank> &dims,
+                        const std::array<uint64_t, Rank - 1> &strides,
+                        const std::array<uint32_t, Rank> &box) {
+  cuuint64_t globalDims[Rank], globalStrides[Rank - 1];
+  cuuint32_t boxDims[Rank], elementStrides[Rank];
+  for (size_t i = 0; i < Rank; ++i) {
+    globalDims[i] = dims[i];
+    boxDims[i] = box[i];
+    elementStrides[i] = 1;
+    if (i + 1 < Rank)
+      globalStrides[i] = strides[i];
+  }
+  const CUtensorMapDataType type =
+      dtype == DType::BF16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT16;
+  return cu.cuTensorMapEncodeTiled.fn(
+      &map, type, Rank, reinterpret_cast<void *>(static_cast<uintptr_t>(address)), globalDims,
+      globalStrides, boxDims, elementStrides, CU_TENSOR_MAP_INTERLEAVE_NONE,
+      CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+      CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+}
+
+} // namespace
+
 void setWeightMap(const CudaDriver &cu, const GemmProblem &problem, const Target &target,
                   KernelArgs &args) {
   args.weightMap = CUtensorMap{};
   if (!usesWeightTma(problem, target))
     return;
   const WeightMapShape shape = weightMapShape(problem);
-  const cuuint64_t dims[3] = {shape.dims[0], shape.dims[1], shape.dims[2]};
-  const cuuint64_t strides[2] = {shape.strideBytes[0], shape.strideBytes[1]};
-  const cuuint32_t box[3] = {shape.box[0], shape.box[1], shape.box[2]};
-  const cuuint32_t elementStrides[3] = {1, 1, 1};
-  const CUtensorMapDataType type = problem.dtype == DType::BF16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16
-                                                                : CU_TENSOR_MAP_DATA_TYPE_FLOAT16;
-  // The 128B swizzle is the layout wgmma's descriptors read; elements
-  // outside the tensor (N and K tails) arrive as zeros.
-  const CUresult result = cu.cuTensorMapEncodeTiled.fn(
-      &args.weightMap, type, 3, reinterpret_cast<void *>(static_cast<uintptr_t>(args.b)), dims,
-      strides, box, elementStrides, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
-      CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  const CUresult result = encodeStageMap<3>(cu, args.weightMap, problem.dtype, args.b, shape.dims,
+                                            shape.strideBytes, shape.box);
   if (result != CUDA_SUCCESS)
     throw Error("cuTensorMapEncodeTiled for the weights of '" + problem.kernelName + "' (B at 0x" +
                     fmt::format("{:x}", args.b) + ", " + std::to_string(problem.experts) +
@@ -186,18 +207,8 @@ void setActivationMap(const CudaDriver &cu, const GemmProblem &problem, const Ta
   if (!usesActivationTma(problem, target))
     return;
   const ActivationMapShape shape = activationMapShape(problem, args.totalRows);
-  const cuuint64_t dims[2] = {shape.dims[0], shape.dims[1]};
-  const cuuint64_t strides[1] = {shape.strideBytes};
-  const cuuint32_t box[2] = {shape.box[0], shape.box[1]};
-  const cuuint32_t elementStrides[2] = {1, 1};
-  const CUtensorMapDataType type = problem.dtype == DType::BF16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16
-                                                                : CU_TENSOR_MAP_DATA_TYPE_FLOAT16;
-  // The same 128B swizzle as B's stages; K tails and rows past the end
-  // arrive as zeros.
-  const CUresult result = cu.cuTensorMapEncodeTiled.fn(
-      &args.activationMap, type, 2, reinterpret_cast<void *>(static_cast<uintptr_t>(args.a)), dims,
-      strides, box, elementStrides, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
-      CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  const CUresult result = encodeStageMap<2>(cu, args.activationMap, problem.dtype, args.a,
+                                            shape.dims, {shape.strideBytes}, shape.box);
   if (result != CUDA_SUCCESS)
     throw Error("cuTensorMapEncodeTiled for the activations of '" + problem.kernelName +
                     "' (A at 0x" + fmt::format("{:x}", args.a) + ", " +
