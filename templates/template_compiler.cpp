@@ -156,35 +156,31 @@ std::shared_ptr<const CompiledTemplates>
 TemplateKernelCache::compile(const TemplateProgram &program) {
   const std::string anyKey = templateCacheKeyAnyNvrtc(program);
   const std::string key = nvrtc_ ? templateCacheKey(*nvrtc_, program) : anyKey;
-  std::lock_guard lock(mutex_);
-  auto it = compiled_.find(key);
-  if (it != compiled_.end())
-    return it->second;
-  std::shared_ptr<const CompiledTemplates> compiled = store_ ? store_->load(key, program) : nullptr;
-  if (!compiled && !nvrtc_)
-    throw Error("the layer kernels for " + program.arch + " (" +
-                    std::to_string(program.nameExpressions.size()) +
-                    " templates) are not in the kernel cache, and NVRTC cannot compile them: " +
-                    whyNoNvrtc_ +
-                    "; fill the cache with `moejit precompile` on a host where NVRTC is installed");
-  if (!compiled) {
-    compiled = std::make_shared<const CompiledTemplates>(compileTemplateKernels(*nvrtc_, program));
-    ++nvrtcCompiles_;
-    if (store_) {
-      store_->store(key, program, *compiled);
+  return compiled_.get(key, [&]() -> std::shared_ptr<const CompiledTemplates> {
+    std::shared_ptr<const CompiledTemplates> compiled =
+        store_ ? store_->load(key, program) : nullptr;
+    if (!compiled && !nvrtc_)
+      throw Error("the layer kernels for " + program.arch + " (" +
+                  std::to_string(program.nameExpressions.size()) +
+                  " templates) are not in the kernel cache, and NVRTC cannot compile them: " +
+                  whyNoNvrtc_ +
+                  "; fill the cache with `moejit precompile` on a host where NVRTC is installed");
+    if (!compiled) {
+      compiled =
+          std::make_shared<const CompiledTemplates>(compileTemplateKernels(*nvrtc_, program));
+      ++nvrtcCompiles_;
+      if (store_) {
+        store_->store(key, program, *compiled);
+        store_->store(anyKey, program, *compiled);
+      }
+    } else if (nvrtc_ && store_ && !store_->contains(anyKey)) {
+      // An entry of an earlier version: add the copy a host without NVRTC finds.
       store_->store(anyKey, program, *compiled);
     }
-  } else if (nvrtc_ && store_ && !store_->contains(anyKey)) {
-    // An entry of an earlier version: add the copy a host without NVRTC finds.
-    store_->store(anyKey, program, *compiled);
-  }
-  compiled_.emplace(key, compiled);
-  return compiled;
+    return compiled;
+  });
 }
 
-size_t TemplateKernelCache::nvrtcCompiles() const {
-  std::lock_guard lock(mutex_);
-  return nvrtcCompiles_;
-}
+size_t TemplateKernelCache::nvrtcCompiles() const { return nvrtcCompiles_.load(); }
 
 } // namespace moejit

@@ -4,11 +4,12 @@
 // templateCacheKey; TemplateKernelCache keeps results in memory meanwhile.
 #pragma once
 
+#include "compiler/spec/build_once.h"
 #include "templates/nvrtc.h"
 
+#include <atomic>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <vector>
 
@@ -79,9 +80,10 @@ private:
   std::shared_ptr<const Nvrtc> nvrtc_;
   std::shared_ptr<TemplateStore> store_;
   std::string whyNoNvrtc_;
-  mutable std::mutex mutex_;
-  std::map<std::string, std::shared_ptr<const CompiledTemplates>> compiled_;
-  size_t nvrtcCompiles_ = 0;
+  // NVRTC runs outside any lock: programs of different keys compile in
+  // parallel, and a caller whose program is being compiled waits for it.
+  BuildOnce<std::string, CompiledTemplates> compiled_;
+  std::atomic<size_t> nvrtcCompiles_{0};
 };
 
 } // namespace moejit

@@ -6,8 +6,12 @@
 
 #include <gtest/gtest.h>
 
+#include <chrono>
+#include <condition_variable>
 #include <filesystem>
+#include <mutex>
 #include <random>
+#include <thread>
 
 namespace moejit {
 namespace {
@@ -117,6 +121,70 @@ TEST_F(CacheTemplateStore, AHostWithoutNvrtcServesWhatTheCacheHolds) {
   TemplateKernelCache templates(nullptr, makeCacheTemplateStore(cache, target), "no NVRTC (test)");
   EXPECT_FALSE(templates.compile(older)->image.empty());
   EXPECT_THROW(TemplateKernelCache(nullptr, nullptr, "no NVRTC (test)"), Error);
+}
+
+// A store whose load of the program for `first` returns only once the load
+// for another arch has begun: it passes only if the cache lets two programs
+// load (or compile) at the same time, and fails, after a bounded wait,
+// where one request holds the cache while the other waits.
+class RendezvousStore final : public TemplateStore {
+public:
+  explicit RendezvousStore(std::string first) : first_(std::move(first)) {}
+  std::shared_ptr<const CompiledTemplates> load(const std::string &,
+                                                const TemplateProgram &program) override {
+    std::unique_lock lock(mutex_);
+    ++loads_;
+    if (program.arch != first_) {
+      otherStarted_ = true;
+      changed_.notify_all();
+    } else if (!changed_.wait_for(lock, std::chrono::seconds(20), [&] { return otherStarted_; })) {
+      overlapped_ = false;
+    }
+    auto compiled = std::make_shared<CompiledTemplates>();
+    compiled->image = {'p', 't', 'x'};
+    compiled->loweredNames.assign(program.nameExpressions.size(), program.arch);
+    return compiled;
+  }
+  void store(const std::string &, const TemplateProgram &, const CompiledTemplates &) override {}
+  bool contains(const std::string &) const override { return true; }
+
+  int loads() const {
+    std::lock_guard lock(mutex_);
+    return loads_;
+  }
+  bool overlapped() const {
+    std::lock_guard lock(mutex_);
+    return overlapped_;
+  }
+
+private:
+  const std::string first_;
+  mutable std::mutex mutex_;
+  std::condition_variable changed_;
+  bool otherStarted_ = false, overlapped_ = true;
+  int loads_ = 0;
+};
+
+TEST(TemplateKernelCacheThreads, ProgramsLoadInParallelAndEachOnce) {
+  TemplateProgram hopper{"sm_90a", {"k<1>", "k<2>"}, {}};
+  TemplateProgram ampere{"sm_80", {"k<1>", "k<2>"}, {}};
+  auto store = std::make_shared<RendezvousStore>(hopper.arch);
+  TemplateKernelCache templates(nullptr, store, "no NVRTC (test)");
+
+  std::vector<std::shared_ptr<const CompiledTemplates>> got(6);
+  std::vector<std::thread> threads;
+  for (size_t i = 0; i < got.size(); ++i)
+    threads.emplace_back([&, i] { got[i] = templates.compile(i % 2 ? ampere : hopper); });
+  for (std::thread &t : threads)
+    t.join();
+
+  EXPECT_TRUE(store->overlapped()) << "the second program waited for the first one's load";
+  EXPECT_EQ(store->loads(), 2) << "concurrent requests for one program loaded it more than once";
+  for (size_t i = 0; i < got.size(); ++i) {
+    ASSERT_NE(got[i], nullptr);
+    EXPECT_EQ(got[i], got[i % 2]) << "request " << i << " got another copy";
+    EXPECT_EQ(got[i]->loweredNames.front(), i % 2 ? "sm_80" : "sm_90a");
+  }
 }
 
 } // namespace
