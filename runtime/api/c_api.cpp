@@ -116,7 +116,7 @@ const char *moejit_version(void) { return moejit::kVersion.data(); }
 
 void moejit_runtime_options_init(moejit_runtime_options *options) {
   if (options)
-    *options = moejit_runtime_options{nullptr, -1, nullptr, 0};
+    *options = moejit_runtime_options{nullptr, -1, nullptr, 0, nullptr};
 }
 
 moejit_status moejit_runtime_create(const moejit_runtime_options *options, moejit_runtime **out) {
@@ -133,6 +133,8 @@ moejit_status moejit_runtime_create(const moejit_runtime_options *options, moeji
       if (options->arch)
         cpp.arch = options->arch;
       cpp.device = options->device;
+      if (options->tuning_db)
+        cpp.tuningDb = options->tuning_db;
     }
     *out = new moejit_runtime{moejit::Runtime(std::move(cpp))};
   });

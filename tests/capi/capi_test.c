@@ -139,6 +139,40 @@ static void testLayer(moejit_runtime *runtime, const moejit_spec *spec) {
   moejit_layer_destroy(layer);
 }
 
+/* The tuning database option: a database that does not parse stops the
+ * runtime with its file named; "" means none, even where MOEJIT_TUNING_DB
+ * names one. */
+static void testTuningDb(const char *scratch) {
+  char path[4096];
+  snprintf(path, sizeof path, "%s/broken-tuning-%ld.json", scratch, (long)getpid());
+  FILE *file = fopen(path, "w");
+  EXPECT(file != NULL);
+  if (!file)
+    return;
+  fputs("{\"format\": 1, \"entries\": [", file);
+  fclose(file);
+
+  moejit_runtime_options options;
+  moejit_runtime_options_init(&options);
+  EXPECT(options.tuning_db == NULL);
+  options.cache_dir = "";
+  options.arch = "sm_90a";
+  options.tuning_db = path;
+  moejit_runtime *runtime = (moejit_runtime *)1;
+  EXPECT(moejit_runtime_create(&options, &runtime) != MOEJIT_OK);
+  EXPECT(runtime == NULL);
+  EXPECT(strstr(moejit_last_error(), "broken-tuning-") != NULL);
+
+  setenv("MOEJIT_TUNING_DB", path, 1);
+  options.tuning_db = "";
+  EXPECT(moejit_runtime_create(&options, &runtime) == MOEJIT_OK);
+  moejit_runtime_destroy(runtime);
+  options.tuning_db = NULL; /* now the environment's, which does not parse */
+  EXPECT(moejit_runtime_create(&options, &runtime) != MOEJIT_OK);
+  unsetenv("MOEJIT_TUNING_DB");
+  remove(path);
+}
+
 int main(int argc, char **argv) {
   if (argc != 2) {
     fprintf(stderr, "usage: %s SCRATCH_DIR\n", argv[0]);
@@ -153,6 +187,7 @@ int main(int argc, char **argv) {
     return 1;
   EXPECT(strcmp(moejit_runtime_arch(runtime), "sm_90a") == 0);
   testErrors(runtime);
+  testTuningDb(argv[1]);
 
   moejit_spec *spec = NULL;
   EXPECT(moejit_spec_parse(runtime, kSpec, sizeof kSpec - 1, "tiny.moe", &spec) == MOEJIT_OK);

@@ -45,6 +45,7 @@ typedef struct moejit_runtime_options {
   int strict;            /* -1: MOEJIT_STRICT; 0: off; 1: a cache miss is an error */
   const char *arch;      /* NULL or "": MOEJIT_ARCH, else the GPU's, else sm_90a */
   int device;            /* CUDA device ordinal */
+  const char *tuning_db; /* NULL: MOEJIT_TUNING_DB; "": none; else a `moejit tune` database */
 } moejit_runtime_options;
 
 /* The kernel parameters, device pointers in ABI order. */
@@ -97,7 +98,7 @@ const char *moejit_last_error(void);
 const char *moejit_status_name(moejit_status status);
 const char *moejit_version(void);
 
-/* Defaults: cache_dir NULL, strict -1, arch NULL, device 0. */
+/* Defaults: cache_dir NULL, strict -1, arch NULL, device 0, tuning_db NULL. */
 void moejit_runtime_options_init(moejit_runtime_options *options);
 
 /* options NULL: the defaults. Needs no GPU. */
