@@ -209,7 +209,6 @@ private:
   void storeBlockPair(mlir::Value nTile, mlir::Value rowBase, mlir::Value spanColumn,
                       mlir::Value rowValid, mlir::Value wordJ, mlir::Value wordNext);
   std::pair<mlir::Value, mlir::Value> loadPair(mlir::Value memref, mlir::Value offset);
-  mlir::Value exp(mlir::Value x);
   mlir::Value tanh(mlir::Value x);
   mlir::Value sigmoid(mlir::Value x);
   std::pair<mlir::Value, mlir::Value> geluAndDerivative(mlir::Value x);

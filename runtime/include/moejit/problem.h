@@ -187,7 +187,8 @@ int weightClusterParts(const GemmProblem &problem);
 // every change to the lowering that changes a kernel's code or parameters
 // (the version number moves too seldom for that).
 // 2: A by TMA where its rows are not gathered (the activation_map parameter).
-inline constexpr int kKernelRevision = 2;
+// 3: sigmoid by one tanh.approx (the gated and dSwiGLU epilogues).
+inline constexpr int kKernelRevision = 3;
 
 // Kernel parameter slots, in order (docs/kernel-abi.md).
 enum class KernelArg : int {

@@ -56,7 +56,7 @@
 // CHECK: scf.yield
 // CHECK: nvvm.wgmma.wait.group.sync.aligned 0
 // CHECK: nvvm.mbarrier.arrive
-// CHECK: ex2.approx.ftz.f32
+// CHECK: tanh.approx.f32
 // CHECK: vector.store
 // CHECK: gpu.return
 

@@ -37,7 +37,7 @@
 // CHECK: scf.for
 // CHECK: vector.extract
 // CHECK: vector.store
-// CHECK: ex2.approx.ftz.f32
+// CHECK: tanh.approx.f32
 // CHECK: vector.store
 // CHECK: } {loop_annotation = #[[LOOP]]}
 // CHECK: gpu.return
