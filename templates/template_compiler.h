@@ -8,7 +8,6 @@
 #include "templates/nvrtc.h"
 
 #include <atomic>
-#include <map>
 #include <memory>
 #include <string>
 #include <vector>
