@@ -111,6 +111,14 @@ public:
     if (!s.contains("persistent") || !s.at("persistent").is_boolean())
       fail("\"schedule.persistent\" is missing or not a boolean");
     out.persistent = s.at("persistent").get<bool>();
+    // Databases written before the field existed hold direct stores.
+    if (s.contains("stores")) {
+      const std::string stores = name("stores");
+      const std::optional<StoreMode> mode = parseStoreMode(stores);
+      if (!mode)
+        fail(fmt::format("\"schedule.stores\" = \"{}\" is not a store mode", stores));
+      out.stores = *mode;
+    }
     return out;
   }
 

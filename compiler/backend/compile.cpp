@@ -179,7 +179,8 @@ void buildGroupedGemm(OpBuilder &builder, const GemmProblem &p,
           ? builder.getUnitAttr()
           : UnitAttr(),
       path == KernelPath::Hopper && hopperStaggered(p.schedule) ? builder.getUnitAttr()
-                                                               : UnitAttr());
+                                                               : UnitAttr(),
+      path == KernelPath::Hopper && hopperTmaStores(p) ? builder.getUnitAttr() : UnitAttr());
   (void)op;
 }
 

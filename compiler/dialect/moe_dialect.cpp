@@ -106,6 +106,19 @@ LogicalResult GroupedGemmOp::verify() {
                        "128 (two cooperative consumer warpgroups take turns on the epilogue), "
                        "got tile ")
            << tile[0] << "x" << tile[1];
+  if (getTmaStores()) {
+    const Epilogue epilogue = getEpilogue();
+    const bool halves = epilogue == Epilogue::ActForward &&
+                        (getActivation() == Activation::SwiGLU ||
+                         getActivation() == Activation::GeGLU) &&
+                        getGateUp() == GateUpLayout::Concatenated && tile[1] % 128 == 0 &&
+                        (n / 2) % (tile[1] / 2) == 0;
+    if (getPath() != KernelPath::Hopper || getPingPong() || getStaggeredEpilogues() ||
+        !(epilogue == Epilogue::Store || epilogue == Epilogue::ScaleRows || halves))
+      return emitOpError("tma_stores needs path = hopper with cooperative consumers and a "
+                         "store, scale_rows or gated forward epilogue with concatenated halves "
+                         "whose tile halves stay inside one half of H");
+  }
   if (getRasterAlongM() && (getPath() != KernelPath::Hopper || getPingPong()))
     return emitOpError("raster_along_m needs path = hopper without ping_pong (ping-pong "
                        "consumers take turns on the N-fastest work items)");

@@ -98,7 +98,8 @@ def Moe_GroupedGemmOp : Op<Moe_Dialect, "grouped_gemm", [Symbol]> {
     UnitAttr:$ping_pong,
     DefaultValuedAttr<I64Attr, "1">:$cluster_m,
     UnitAttr:$raster_along_m,
-    UnitAttr:$staggered_epilogues);
+    UnitAttr:$staggered_epilogues,
+    UnitAttr:$tma_stores);
   let assemblyFormat = "$sym_name attr-dict";
   let hasVerifier = 1;
 }

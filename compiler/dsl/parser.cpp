@@ -268,7 +268,7 @@ const BlockGrammar kLayerGrammar{
 const BlockGrammar kRouterGrammar{"router", {"scores", "top_k", "renormalize"}, {}, {}};
 const BlockGrammar kRoundingGrammar{"rounding", {"mode", "tile"}, {}, {}};
 const BlockGrammar kGemmGrammar{
-    "gemm", {"tile", "stages", "cluster", "warpgroups", "raster", "persistent"}, {}, {}};
+    "gemm", {"tile", "stages", "cluster", "warpgroups", "raster", "persistent", "stores"}, {}, {}};
 
 bool contains(std::span<const std::string_view> list, std::string_view word) {
   return std::find(list.begin(), list.end(), word) != list.end();
@@ -671,6 +671,8 @@ private:
             patch.raster = readEnum<Raster>(entry, field);
           } else if (entry.key == "persistent") {
             patch.persistent = readBool(entry, field);
+          } else if (entry.key == "stores") {
+            patch.stores = readEnum<StoreMode>(entry, field);
           }
         },
         [](const AstNode &) {});

@@ -18,6 +18,7 @@ void printGemm(const GemmSpec &gemm, std::string &out) {
   out += fmt::format("    warpgroups = {}\n", toString(s.warpgroups));
   out += fmt::format("    raster = {}\n", toString(s.raster));
   out += fmt::format("    persistent = {}\n", boolName(s.persistent));
+  out += fmt::format("    stores = {}\n", toString(s.stores));
   out += "  }\n";
 }
 

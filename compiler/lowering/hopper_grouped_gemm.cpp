@@ -85,6 +85,7 @@ struct HopperConfig : GroupedGemmAttrs {
     threads = hopperThreads(schedule);
     cluster = op.getClusterM();
     bandsAlongM = op.getRasterAlongM();
+    tmaStores = op.getTmaStores();
   }
 
   int64_t rowElements() const { return kRowBytes / elementBytes(); }
@@ -125,6 +126,9 @@ struct HopperConfig : GroupedGemmAttrs {
   int64_t cluster = 1;
   // raster = along_m: the work items go in bands of M tiles (forEachTile).
   bool bandsAlongM = false;
+  // Full tiles leave through shared staging and TMA stores
+  // (hopperTmaStores; emitTmaEpilogue).
+  bool tmaStores = false;
   HopperTileLayout layout;
 };
 
@@ -202,9 +206,10 @@ private:
   Value toI32(Value index) { return arith::IndexCastUIOp::create(b, b.getI32Type(), index); }
 
   // --- shared memory ------------------------------------------------------
-  // One flat array of elements: the A stages, then the B stages, then the
-  // stage barriers (full, then empty; 8 bytes each), then a copy of the
-  // expert offsets. The swizzle pattern is a function of the address bits,
+  // One flat array of elements: the A stages, then the B stages, then (with
+  // TMA stores) two staging buffers per consumer warpgroup, then the stage
+  // barriers (full, then empty; 8 bytes each), then a copy of the expert
+  // offsets. The swizzle pattern is a function of the address bits,
   // so the base is aligned to a swizzle atom at run time (the launch asks
   // for the slack).
   void createSharedStages() {
@@ -217,9 +222,14 @@ private:
     shared = memref::ViewOp::create(b, type, raw, shift, ValueRange{});
     sharedAddress = toI64(add(rawAddress, shift));
     bBaseBytes = cfg.stages * cfg.layout.aStageBytes;
-    fullBarrierBytes = stageBytes;
-    emptyBarrierBytes = stageBytes + cfg.stages * kBarrierBytes;
-    turnBarrierBytes = stageBytes + 2 * cfg.stages * kBarrierBytes;
+    // Stage sizes are multiples of 1024 bytes: the staging buffers start on
+    // a swizzle atom, as the TMA stores' 128B swizzle needs.
+    stagingBaseBytes = stageBytes;
+    const int64_t stagingBytes =
+        cfg.tmaStores ? cfg.consumers() * kStagingBuffers * kStagingBufferBytes : 0;
+    fullBarrierBytes = stageBytes + stagingBytes;
+    emptyBarrierBytes = fullBarrierBytes + cfg.stages * kBarrierBytes;
+    turnBarrierBytes = fullBarrierBytes + 2 * cfg.stages * kBarrierBytes;
     offsetsBytes = turnBarrierBytes + 2 * kBarrierBytes;
   }
 
@@ -702,6 +712,7 @@ private:
     // The warp's 16-row slice of the tile.
     consumerWarp = cfg.pingPong ? remu(warp, idx(kWarpsPerGroup)) : sub(warp, idx(kWarpsPerGroup));
     Value leader = eq(lane, idx(0));
+    groupLeader = eq(remu(threadId, idx(kWarpgroupThreads)), idx(0));
     forEachTile([&](const CtaTile &tile, Value kBefore, Value ordinal) {
       if (cfg.pingPong)
         when(eq(remu(ordinal, idx(2)), consumerGroup),
@@ -709,6 +720,9 @@ private:
       else
         emitConsumerTile(tile, kBefore, leader, ordinal);
     });
+    // The last TMA stores complete before the CTA (and its staging) ends.
+    if (cfg.tmaStores)
+      when(groupLeader, [&] { NVVM::CpAsyncBulkWaitGroupOp::create(b, 0, UnitAttr()); });
   }
 
   // Ping-pong: consumer g's main loops alternate with the other's. The
@@ -805,7 +819,11 @@ private:
       for (int64_t i = 0; i < cfg.accumulators(); ++i)
         values.push_back(
             LLVM::ExtractValueOp::create(b, loop.getResult(block), ArrayRef<int64_t>{i}));
-      emitEpilogue(tile, block, values);
+      if (!cfg.tmaStores) {
+        emitEpilogue(tile, block, values);
+        continue;
+      }
+      emitTmaEpilogue(tile, values);
     }
     if (cfg.staggered)
       passTurn(leader);
@@ -829,7 +847,184 @@ private:
     }
   }
 
+  // --- TMA-store epilogue ---------------------------------------------------
+  // The warpgroup's 64 rows leave 64 columns at a time: every thread writes
+  // its fragments of the box into a staging buffer with stmatrix (the m8n8
+  // matrix fragment is the accumulator's, so no shuffles), in the 128B
+  // swizzle of the output map; after a proxy fence and a warpgroup barrier
+  // one thread stores the box by TMA (cp.async.bulk.tensor) and the
+  // warpgroup goes on. Two buffers alternate: before the barrier of box i
+  // the storing thread waits until the TMA unit has read box i - 1's
+  // buffer, which box i + 1 writes next. Boxes that are skipped (H with
+  // C = null, columns past N) are a prefix of a tile or a suffix of it, so
+  // the wait at the tile's start covers them.
+  // A box may go by TMA only when all 64 rows are the expert's: in the last
+  // M tile of an expert the threads copy the box's rows that are out of
+  // the buffer themselves, 16 bytes at a time (the next box's barrier
+  // orders those reads before the buffer is written again). One staging
+  // path for both keeps a single copy of the register-heavy part (a second,
+  // direct epilogue in the same kernel made ptxas spill).
+  void emitTmaEpilogue(const CtaTile &tile, ArrayRef<Value> acc) {
+    Value groupRow = add(tile.rowBegin, mul(consumerGroup, idx(kWgmmaM)));
+    Value whole = arith::CmpIOp::create(b, arith::CmpIPredicate::sle, add(groupRow, idx(kWgmmaM)),
+                                        tile.rowEnd);
+    Value warpInGroup = remu(consumerWarp, idx(kWarpsPerGroup));
+    // stmatrix x4: lane L gives the address of row L % 8 of matrix L / 8;
+    // matrices 2i and 2i + 1 are the two row halves of n8 block i of the
+    // pair, so lane L writes box row 16 w + 8 ((L / 8) % 2) + L % 8, 16-byte
+    // column 2q + L / 16 of pair q.
+    Value matrix = divu(lane, idx(8));
+    Value boxRow = add(add(mul(warpInGroup, idx(16)), mul(remu(matrix, idx(2)), idx(8))),
+                       remu(lane, idx(8)));
+    Value pairColumn = divu(matrix, idx(2));
+    Value rowSwizzle = remu(boxRow, idx(kSwizzleRows));
+    Value groupStaging =
+        add(idx(stagingBaseBytes), mul(consumerGroup, idx(kStagingBuffers * kStagingBufferBytes)));
+    Value groupBarrier = toI32(add(consumerGroup, idx(kFirstGroupBarrier)));
+
+    // Buffer 0 is free once the previous tile's last box has been read.
+    when(groupLeader, [&] { NVVM::CpAsyncBulkWaitGroupOp::create(b, 0, b.getUnitAttr()); });
+    groupSync(groupBarrier);
+
+    int64_t boxes = 0;
+    // One box: fragment value(j, h, e) of n8 block j (0..7) of the box, row
+    // half h, element e, to columns [column, column + 64) of `map`.
+    auto storeBox = [&](Value map, Value output, int64_t columns, Value column,
+                        function_ref<Value(int64_t j, int64_t h, int64_t e)> value) {
+      Value buffer = add(groupStaging, idx((boxes++ % kStagingBuffers) * kStagingBufferBytes));
+      for (int64_t q = 0; q < kBlockColumns / 16; ++q) {
+        SmallVector<Value> words;
+        for (int64_t m = 0; m < 4; ++m)
+          words.push_back(packPair(value(2 * q + m / 2, m % 2, 0), value(2 * q + m / 2, m % 2, 1)));
+        Value chunk = xori(add(idx(2 * q), pairColumn), rowSwizzle);
+        Value offset = add(buffer, add(mul(boxRow, idx(kRowBytes)), mul(chunk, idx(kChunkBytes))));
+        Value address = arith::TruncIOp::create(b, b.getI32Type(),
+                                                add(sharedAddress, toI64(offset)));
+        SmallVector<Value> operands = {address};
+        operands.append(words);
+        NVVM::InlinePtxOp::create(
+            b, TypeRange{}, operands, ValueRange{},
+            "stmatrix.sync.aligned.m8n8.x4.shared.b16 [$0], {$1, $2, $3, $4};", Value());
+      }
+      NVVM::FenceProxyOp::create(
+          b, NVVM::ProxyKindAttr::get(b.getContext(), NVVM::ProxyKind::async_shared),
+          NVVM::SharedSpaceAttr::get(b.getContext(), NVVM::SharedSpace::shared_cta));
+      when(groupLeader, [&] { NVVM::CpAsyncBulkWaitGroupOp::create(b, 0, b.getUnitAttr()); });
+      groupSync(groupBarrier);
+      auto split = scf::IfOp::create(b, whole, /*withElseRegion=*/true);
+      OpBuilder::InsertionGuard guard(b);
+      b.setInsertionPointToStart(&split.getThenRegion().front());
+      when(groupLeader, [&] {
+        Value source = LLVM::IntToPtrOp::create(
+            b, LLVM::LLVMPointerType::get(b.getContext(), kSharedAddressSpace),
+            add(sharedAddress, toI64(buffer)));
+        NVVM::CpAsyncBulkTensorSharedCTAToGlobalOp::create(
+            b, map, source, ValueRange{toI32(column), toI32(groupRow)}, Value(),
+            NVVM::TMAStoreMode::TILE, Value());
+        NVVM::CpAsyncBulkCommitGroupOp::create(b);
+      });
+      b.setInsertionPointToStart(&split.getElseRegion().front());
+      copyBoxRows(tile, groupRow, buffer, output, columns, column);
+    };
+
+    const int64_t boxesPerTile = cfg.tileN / kBlockColumns;
+    auto fragment = [&](int64_t block, int64_t h, int64_t e) { return acc[4 * block + 2 * h + e]; };
+    if (cfg.epilogue == moe::Epilogue::ActForward) {
+      // Gate blocks [0, half), up blocks [half, 2 half) of the tile; gate box
+      // c is H's columns tile.n / 2 * nTile + 64 c, its up box the same plus
+      // N / 2, its activation box the same columns of aux_out.
+      const int64_t half = cfg.n8Blocks() / 2;
+      Value cAddress = memref::ExtractAlignedPointerAsIndexOp::create(b, args.c);
+      Value storesH = arith::CmpIOp::create(b, arith::CmpIPredicate::ne, cAddress, idx(0));
+      Value gateFirst = mul(tile.nTile, idx(cfg.tileN / 2));
+      when(storesH, [&] {
+        for (int64_t box = 0; box < boxesPerTile / 2; ++box) {
+          Value column = add(gateFirst, idx(box * kBlockColumns));
+          storeBox(args.outputMap, args.c, cfg.cColumns, column,
+                   [&](int64_t j, int64_t h, int64_t e) { return fragment(8 * box + j, h, e); });
+          storeBox(args.outputMap, args.c, cfg.cColumns, add(column, idx(cfg.n / 2)),
+                   [&](int64_t j, int64_t h, int64_t e) {
+                     return fragment(half + 8 * box + j, h, e);
+                   });
+        }
+      });
+      for (int64_t box = 0; box < boxesPerTile / 2; ++box)
+        storeBox(args.auxMap, args.auxOut, cfg.auxColumns, add(gateFirst, idx(box * kBlockColumns)),
+                 [&](int64_t j, int64_t h, int64_t e) {
+                   return activation(fragment(8 * box + j, h, e),
+                                     fragment(half + 8 * box + j, h, e));
+                 });
+      return;
+    }
+    // Plain or row-scaled stores: box c is C's columns tile.n * nTile + 64 c;
+    // boxes past N (the last N tile of an N that is not a multiple of
+    // tile.n) are skipped.
+    Value scales[2];
+    if (cfg.epilogue == moe::Epilogue::ScaleRows)
+      for (int64_t h = 0; h < 2; ++h) {
+        Value row = add(add(tile.rowBegin, mul(consumerWarp, idx(16))),
+                        add(idx(8 * h), fragmentRow()));
+        scales[h] = loadRowScale(row, lt(row, tile.rowEnd));
+      }
+    Value first = mul(tile.nTile, idx(cfg.tileN));
+    for (int64_t box = 0; box < boxesPerTile; ++box) {
+      Value column = add(first, idx(box * kBlockColumns));
+      auto store = [&] {
+        storeBox(args.outputMap, args.c, cfg.cColumns, column, [&](int64_t j, int64_t h, int64_t e) {
+          Value v = fragment(8 * box + j, h, e);
+          return scales[h] ? fmul(scales[h], v) : v;
+        });
+      };
+      if (cfg.n % cfg.tileN == 0)
+        store();
+      else
+        when(lt(column, idx(cfg.n)), store);
+    }
+  }
+
+  // The rows of the staged box `buffer` that are the expert's (below
+  // rowEnd) and the columns inside the output (`columns` wide) go to
+  // `output` from 16-byte chunks of the buffer: thread t of the warpgroup
+  // takes chunks t, t + 128, ... (eight per 128-byte row, swizzled).
+  void copyBoxRows(const CtaTile &tile, Value groupRow, Value buffer, Value output,
+                   int64_t columns, Value column) {
+    Value thread = remu(threadId, idx(kWarpgroupThreads));
+    const int64_t chunks = kWgmmaM * kChunksPerRow;
+    for (int64_t i = 0; i < chunks / kWarpgroupThreads; ++i) {
+      Value linear = add(thread, idx(i * kWarpgroupThreads));
+      Value row = divu(linear, idx(kChunksPerRow));
+      Value chunk = remu(linear, idx(kChunksPerRow));
+      Value outRow = add(groupRow, row);
+      Value outColumn = add(column, mul(chunk, idx(cfg.chunkElements())));
+      when(land(lt(outRow, tile.rowEnd), lt(outColumn, idx(columns))), [&] {
+        Value offset = add(buffer, add(mul(row, idx(kRowBytes)),
+                                       mul(xori(chunk, remu(row, idx(kSwizzleRows))),
+                                           idx(kChunkBytes))));
+        Value pointer = LLVM::IntToPtrOp::create(
+            b, LLVM::LLVMPointerType::get(b.getContext(), kSharedAddressSpace),
+            add(sharedAddress, toI64(offset)));
+        auto wordsType = VectorType::get({4}, b.getI32Type());
+        Value words = LLVM::LoadOp::create(b, wordsType, pointer, /*alignment=*/16);
+        Value elements = vector::BitCastOp::create(
+            b, VectorType::get({cfg.chunkElements()}, cfg.element), words);
+        vector::StoreOp::create(b, elements, output,
+                                ValueRange{add(mul(outRow, idx(columns)), outColumn)},
+                                /*nontemporal=*/false, llvm::Align(16));
+      });
+    }
+  }
+
+  // bar.sync over the 128 threads of one consumer warpgroup.
+  void groupSync(Value barrierId) {
+    NVVM::InlinePtxOp::create(b, TypeRange{}, ValueRange{barrierId}, ValueRange{},
+                              "bar.sync $0, 128;", Value());
+  }
   static constexpr int64_t kWarpsPerGroup = kWarpgroupThreads / kWarpSize;
+  // Staging of the TMA stores: two 64-row x 128-byte buffers per consumer
+  // warpgroup (hopperStagingBytes); named barrier 0 is the CTA's.
+  static constexpr int64_t kStagingBuffers = 2;
+  static constexpr int64_t kStagingBufferBytes = kWgmmaM * kRowBytes;
+  static constexpr int64_t kFirstGroupBarrier = 1;
   // M slots per band of the banded tile order (raster = along_m, which the
   // default schedule picks from 64 N tiles on).
   static constexpr int64_t kBandSlots = 16;
@@ -854,7 +1049,8 @@ private:
   Value shared;                      // memref<elements x T, 3>, 1024-byte aligned
   Value sharedAddress;               // its shared-window address (i64)
   int64_t bBaseBytes = 0, fullBarrierBytes = 0, emptyBarrierBytes = 0;
-  int64_t turnBarrierBytes = 0, offsetsBytes = 0;
+  int64_t turnBarrierBytes = 0, offsetsBytes = 0, stagingBaseBytes = 0;
+  Value groupLeader; // consumer side: thread 0 of the consumer warpgroup
 };
 
 LogicalResult lowerHopperGroupedGemm(moe::GroupedGemmOp op, gpu::GPUModuleOp kernels) {

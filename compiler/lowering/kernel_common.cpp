@@ -56,9 +56,11 @@ void buildKernel(moe::GroupedGemmOp op, gpu::GPUModuleOp kernels, int64_t thread
                               buffer(i32),
                               buffer(Float32Type::get(ctx)),
                               i32,
-                              // The tensor maps of B and A;
+                              // The tensor maps of B, A, C and aux_out;
                               // moe-extern-dynamic-shared-memory makes them
                               // by-value grid constants.
+                              LLVM::LLVMPointerType::get(ctx),
+                              LLVM::LLVMPointerType::get(ctx),
                               LLVM::LLVMPointerType::get(ctx),
                               LLVM::LLVMPointerType::get(ctx)};
   assert(params.size() == static_cast<size_t>(KernelArg::Count));
@@ -72,7 +74,7 @@ void buildKernel(moe::GroupedGemmOp op, gpu::GPUModuleOp kernels, int64_t thread
   if (clusterSize > 1)
     func->setAttr(NVVM::NVVMDialect::getClusterDimAttrName(),
                   DenseI32ArrayAttr::get(ctx, {static_cast<int32_t>(clusterSize), 1, 1}));
-  for (KernelArg map : {KernelArg::WeightMap, KernelArg::ActivationMap})
+  for (KernelArg map : kTensorMapArgs)
     func.setArgAttr(static_cast<unsigned>(map), LLVM::LLVMDialect::getAlignAttrName(),
                     IntegerAttr::get(IntegerType::get(ctx, 64), 64));
 
@@ -82,7 +84,8 @@ void buildKernel(moe::GroupedGemmOp op, gpu::GPUModuleOp kernels, int64_t thread
   emitBody(builder, KernelParams{entry.getArgument(0), entry.getArgument(1), entry.getArgument(2),
                                  entry.getArgument(3), entry.getArgument(4), entry.getArgument(5),
                                  entry.getArgument(6), entry.getArgument(7), entry.getArgument(8),
-                                 entry.getArgument(9), entry.getArgument(10)});
+                                 entry.getArgument(9), entry.getArgument(10),
+                                 entry.getArgument(11), entry.getArgument(12)});
   gpu::ReturnOp::create(builder);
 }
 

@@ -5,6 +5,7 @@
 #pragma once
 
 #include "compiler/dialect/moe_dialect.h"
+#include "moejit/problem.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/GPU/IR/GPUDialect.h"
@@ -26,8 +27,11 @@ inline constexpr int64_t kUnboundedExtent = int64_t{1} << 58;
 
 inline constexpr int64_t kWarpSize = 32;
 
-// A CUtensorMap: the weight-map kernel parameter is one, passed by value.
+// A CUtensorMap: the tensor-map kernel parameters are one each, passed by
+// value.
 inline constexpr int64_t kTensorMapBytes = 128;
+inline constexpr KernelArg kTensorMapArgs[] = {KernelArg::WeightMap, KernelArg::ActivationMap,
+                                               KernelArg::OutputMap, KernelArg::AuxMap};
 
 bool isGated(moe::Activation activation);
 
@@ -65,6 +69,8 @@ struct KernelParams {
   mlir::Value a, b, c, auxIn, auxOut, offsets, gather, scale, totalRows;
   mlir::Value weightMap;     // !llvm.ptr to the by-value CUtensorMap of B
   mlir::Value activationMap; // the same for A
+  mlir::Value outputMap;     // the same for C (TMA stores)
+  mlir::Value auxMap;        // the same for aux_out (TMA stores)
 };
 
 using KernelBodyEmitter =
@@ -196,12 +202,18 @@ protected:
   // order and contiguous in C (see wideStoresApply).
   bool wideStores = false;
 
+  // Two elements as the 32-bit word they are stored as.
+  mlir::Value packPair(mlir::Value first, mlir::Value second);
+  // act(gate) * up for gated activations, else act(gate) (up unused).
+  mlir::Value activation(mlir::Value gate, mlir::Value up);
+  // scale[outRow] where rowValid, else 0.
+  mlir::Value loadRowScale(mlir::Value outRow, mlir::Value rowValid);
+
 private:
   mlir::Value toElement(mlir::Value f32Value);
   mlir::Value toF32(mlir::Value value);
   void storePair(mlir::Value memref, mlir::Value offset, mlir::Value first, mlir::Value second);
   bool wideStoresApply(int64_t n8Blocks) const;
-  mlir::Value packPair(mlir::Value first, mlir::Value second);
   std::pair<mlir::Value, mlir::Value> quadSpanWords(mlir::Value wordJ, mlir::Value wordNext);
   mlir::Value quadSpanColumn();
   void storeSpanWords(mlir::Value memref, mlir::Value offset,
@@ -213,8 +225,6 @@ private:
   mlir::Value sigmoid(mlir::Value x);
   std::pair<mlir::Value, mlir::Value> geluAndDerivative(mlir::Value x);
   std::pair<mlir::Value, mlir::Value> activationAndDerivative(mlir::Value x);
-  mlir::Value activation(mlir::Value gate, mlir::Value up);
-  mlir::Value loadRowScale(mlir::Value outRow, mlir::Value rowValid);
   bool everyColumnExists() const;
   mlir::LLVM::LoopAnnotationAttr fullUnroll();
   // `body` once, in a loop over the blocks (blocks[j]: the values of block

@@ -40,12 +40,12 @@ struct MoeExternDynamicSharedMemoryPass
     });
     getOperation().walk([](mlir::LLVM::LLVMFuncOp func) {
       if (!func->hasAttr(mlir::NVVM::NVVMDialect::getKernelFuncAttrName()) ||
-          func.getNumArguments() <= static_cast<unsigned>(KernelArg::ActivationMap))
+          func.getNumArguments() < static_cast<unsigned>(KernelArg::Count))
         return;
       mlir::MLIRContext *ctx = func.getContext();
       auto mapType = mlir::LLVM::LLVMArrayType::get(mlir::IntegerType::get(ctx, 64),
                                                     lowering::kTensorMapBytes / 8);
-      for (KernelArg map : {KernelArg::WeightMap, KernelArg::ActivationMap}) {
+      for (KernelArg map : lowering::kTensorMapArgs) {
         const unsigned slot = static_cast<unsigned>(map);
         func.setArgAttr(slot, mlir::LLVM::LLVMDialect::getByValAttrName(),
                         mlir::TypeAttr::get(mapType));

@@ -90,6 +90,10 @@ Schedule defaultSchedule(const LayerSpec &layer, GemmKind kind, const Target &ta
   const int64_t nTiles = s.tile.n > 0 ? (p.n + s.tile.n - 1) / s.tile.n : 0;
   s.raster = wgmmaPath && nTiles >= kBandMinNTiles ? Raster::AlongM : Raster::AlongN;
   s.persistent = false;
+  // Direct epilogue stores: the TMA-store epilogue (stores = tma) is built
+  // and checked on the CPU but not yet measured on a GPU
+  // (bench/HOPPER_NOTES.md, step 22).
+  s.stores = StoreMode::Direct;
 
   // Stages: as deep as shared memory allows, up to 4 (a fifth stage bought
   // nothing on an H100). If two stages of the tile do not fit (sm_86/89
@@ -134,6 +138,8 @@ Schedule applyPatch(const Schedule &base, const SchedulePatch &patch) {
     s.raster = *patch.raster;
   if (patch.persistent)
     s.persistent = *patch.persistent;
+  if (patch.stores)
+    s.stores = *patch.stores;
   return s;
 }
 

@@ -17,6 +17,7 @@ nlohmann::json toJson(const Schedule &s) {
       {"warpgroups", toString(s.warpgroups)},
       {"raster", toString(s.raster)},
       {"persistent", s.persistent},
+      {"stores", toString(s.stores)},
   };
 }
 

@@ -68,7 +68,16 @@ int hopperThreads(const Schedule &schedule) {
   return static_cast<int>(kWarpgroupThreads) * (1 + schedule.tile.m / kWgmmaM);
 }
 
-int64_t hopperSharedBytes(const GemmProblem &problem) {
+namespace {
+
+// One staging buffer: a 64-row x 128-byte box (64 columns of 16 bits).
+constexpr int64_t kStagingBufferBytes = kWgmmaM * HopperTileLayout::kRowBytes;
+// Two per consumer warpgroup: one fills while the TMA unit reads the other.
+constexpr int64_t kStagingBuffers = 2;
+// The opt-in dynamic shared memory of an sm_90 block (227 KiB).
+constexpr int64_t kSm90SharedBytes = 232448;
+
+int64_t hopperBaseSharedBytes(const GemmProblem &problem) {
   const HopperTileLayout layout = hopperTileLayout(problem.schedule.tile);
   // Per stage: the A and B tiles and two 8-byte mbarriers (full, empty);
   // two mbarriers that order the ping-pong consumers' main loops; a copy of
@@ -77,6 +86,45 @@ int64_t hopperSharedBytes(const GemmProblem &problem) {
              (layout.aStageBytes + layout.bStageBytes + 2 * HopperTileLayout::kBarrierBytes) +
          2 * HopperTileLayout::kBarrierBytes + (problem.experts + 1) * 4 +
          HopperTileLayout::kAlignBytes;
+}
+
+// The epilogues whose full tiles go out as whole boxes: plain and scaled
+// stores, and the gated forward with concatenated halves when every gate
+// (and up) half of a tile lies inside one half of H (so a box of gate
+// columns never reaches the up columns).
+bool tmaStoreEpilogue(const GemmProblem &problem) {
+  const Schedule &s = problem.schedule;
+  if (s.stores != StoreMode::Tma || hopperPingPong(s) || hopperStaggered(s) ||
+      dtypeBytes(problem.dtype) != 2)
+    return false;
+  switch (problem.epilogue) {
+  case Epilogue::Store:
+  case Epilogue::ScaleRows:
+    return true;
+  case Epilogue::ActForward:
+    return (problem.activation == Activation::SwiGLU || problem.activation == Activation::GeGLU) &&
+           problem.gateUp == GateUpLayout::Concatenated && s.tile.n % 128 == 0 &&
+           (problem.n / 2) % (s.tile.n / 2) == 0;
+  case Epilogue::DActivation:
+    return false;
+  }
+  return false;
+}
+
+} // namespace
+
+int64_t hopperStagingBytes(const GemmProblem &problem) {
+  return problem.schedule.tile.m / kWgmmaM * kStagingBuffers * kStagingBufferBytes;
+}
+
+bool hopperTmaStores(const GemmProblem &problem) {
+  return tmaStoreEpilogue(problem) &&
+         hopperBaseSharedBytes(problem) + hopperStagingBytes(problem) <= kSm90SharedBytes;
+}
+
+int64_t hopperSharedBytes(const GemmProblem &problem) {
+  return hopperBaseSharedBytes(problem) +
+         (hopperTmaStores(problem) ? hopperStagingBytes(problem) : 0);
 }
 
 KernelPath selectKernelPath(const GemmProblem &problem, const Target &target) {
@@ -176,6 +224,21 @@ ActivationMapShape activationMapShape(const GemmProblem &problem, int64_t totalR
   shape.dims = {k, static_cast<uint64_t>(std::max<int64_t>(totalRows, 1))};
   shape.strideBytes = k * bytes;
   shape.box = {rowElements, static_cast<uint32_t>(problem.schedule.tile.m)};
+  return shape;
+}
+
+bool usesOutputTma(const GemmProblem &problem, const Target &target) {
+  return selectKernelPath(problem, target) == KernelPath::Hopper && hopperTmaStores(problem);
+}
+
+OutputMapShape outputMapShape(const GemmProblem &problem, int64_t totalRows, bool aux) {
+  const uint64_t bytes = static_cast<uint64_t>(dtypeBytes(problem.dtype));
+  const uint64_t columns = static_cast<uint64_t>(aux ? problem.auxColumns : problem.cColumns);
+  OutputMapShape shape;
+  shape.dims = {columns, static_cast<uint64_t>(std::max<int64_t>(totalRows, 1))};
+  shape.strideBytes = columns * bytes;
+  shape.box = {static_cast<uint32_t>(HopperTileLayout::kRowBytes / bytes),
+               static_cast<uint32_t>(kWgmmaM)};
   return shape;
 }
 

@@ -25,6 +25,7 @@ template <> std::span<const NamedValue<ScoreFunc>> namesOf<ScoreFunc>();
 template <> std::span<const NamedValue<RoundingMode>> namesOf<RoundingMode>();
 template <> std::span<const NamedValue<WarpgroupMode>> namesOf<WarpgroupMode>();
 template <> std::span<const NamedValue<Raster>> namesOf<Raster>();
+template <> std::span<const NamedValue<StoreMode>> namesOf<StoreMode>();
 template <> std::span<const NamedValue<GemmKind>> namesOf<GemmKind>();
 
 template <typename Enum> std::optional<Enum> parseName(std::string_view name) {

@@ -104,6 +104,14 @@ template <> std::span<const NamedValue<Raster>> namesOf<Raster>() {
   return asSpan(table);
 }
 
+template <> std::span<const NamedValue<StoreMode>> namesOf<StoreMode>() {
+  static constexpr std::array<NamedValue<StoreMode>, 2> table{{
+      {StoreMode::Direct, "direct"},
+      {StoreMode::Tma, "tma"},
+  }};
+  return asSpan(table);
+}
+
 template <> std::span<const NamedValue<GemmKind>> namesOf<GemmKind>() {
   static constexpr std::array<NamedValue<GemmKind>, 6> table{{
       {GemmKind::UpProj, "up_proj"},
@@ -131,6 +139,7 @@ std::string_view toString(ScoreFunc v) { return nameOf(v); }
 std::string_view toString(RoundingMode v) { return nameOf(v); }
 std::string_view toString(WarpgroupMode v) { return nameOf(v); }
 std::string_view toString(Raster v) { return nameOf(v); }
+std::string_view toString(StoreMode v) { return nameOf(v); }
 std::string_view toString(GemmKind v) { return nameOf(v); }
 
 std::optional<DType> parseDType(std::string_view s) { return parseName<DType>(s); }
@@ -146,6 +155,7 @@ std::optional<WarpgroupMode> parseWarpgroupMode(std::string_view s) {
   return parseName<WarpgroupMode>(s);
 }
 std::optional<Raster> parseRaster(std::string_view s) { return parseName<Raster>(s); }
+std::optional<StoreMode> parseStoreMode(std::string_view s) { return parseName<StoreMode>(s); }
 std::optional<GemmKind> parseGemmKind(std::string_view s) { return parseName<GemmKind>(s); }
 
 bool isGated(Activation act) { return act == Activation::SwiGLU || act == Activation::GeGLU; }

@@ -304,12 +304,15 @@ void GroupedGemm::launch(const GemmArgs &args, void *stream) const {
   KernelArgs mapped;
   mapped.a = a;
   mapped.b = b;
+  mapped.c = c;
+  mapped.auxOut = auxOut;
   mapped.totalRows = totalRows;
   gemm.weightMap.set(gemm.function.driver(), gemm.problem, gemm.target, mapped);
-  setActivationMap(gemm.function.driver(), gemm.problem, gemm.target, mapped);
+  setLaunchMaps(gemm.function.driver(), gemm.problem, gemm.target, mapped);
   void *params[] = {&a,      &b,     &c,         &auxIn,
                     &auxOut, &offsets, &gather, &scale,
-                    &totalRows, &mapped.weightMap, &mapped.activationMap};
+                    &totalRows, &mapped.weightMap, &mapped.activationMap,
+                    &mapped.outputMap, &mapped.auxMap};
   static_assert(std::size(params) == static_cast<size_t>(KernelArg::Count));
   const CudaDriver &cu = gemm.function.driver();
   auto enqueue = [&] {

@@ -225,7 +225,7 @@ ForwardResult MoeLayer::forward(const Stream &stream, const ForwardArgs &args,
   up.scale = routing.scale;
   up.totalRows = rows;
   upMap_.set(upProj_.function.driver(), upProj_.problem, target_, up);
-  setActivationMap(upProj_.function.driver(), upProj_.problem, target_, up);
+  setLaunchMaps(upProj_.function.driver(), upProj_.problem, target_, up);
   launchKernel(upProj_.function, launchShape(upProj_.problem, layout.maxRows, target_), up, stream);
   stageEnqueued(ForwardStage::UpProj);
 
@@ -238,7 +238,7 @@ ForwardResult MoeLayer::forward(const Stream &stream, const ForwardArgs &args,
   down.scale = routing.scale;
   down.totalRows = rows;
   downMap_.set(downProj_.function.driver(), downProj_.problem, target_, down);
-  setActivationMap(downProj_.function.driver(), downProj_.problem, target_, down);
+  setLaunchMaps(downProj_.function.driver(), downProj_.problem, target_, down);
   launchKernel(downProj_.function, launchShape(downProj_.problem, layout.maxRows, target_), down,
                stream);
   stageEnqueued(ForwardStage::DownProj);

@@ -201,9 +201,37 @@ void setWeightMap(const CudaDriver &cu, const GemmProblem &problem, const Target
                 ErrorKind::CudaCall);
 }
 
-void setActivationMap(const CudaDriver &cu, const GemmProblem &problem, const Target &target,
-                      KernelArgs &args) {
+namespace {
+
+void setOutputMap(const CudaDriver &cu, const GemmProblem &problem, KernelArgs &args, bool aux) {
+  CUtensorMap &map = aux ? args.auxMap : args.outputMap;
+  const CUdeviceptr address = aux ? args.auxOut : args.c;
+  map = CUtensorMap{};
+  if (address == 0)
+    return;
+  const OutputMapShape shape = outputMapShape(problem, args.totalRows, aux);
+  const CUresult result =
+      encodeStageMap<2>(cu, map, problem.dtype, address, shape.dims, {shape.strideBytes}, shape.box);
+  if (result != CUDA_SUCCESS)
+    throw Error("cuTensorMapEncodeTiled for the " + std::string(aux ? "aux_out" : "C") +
+                    " output of '" + problem.kernelName + "' (at 0x" +
+                    fmt::format("{:x}", address) + ", " + std::to_string(args.totalRows) +
+                    " rows of " + std::to_string(shape.dims[0]) + ") failed: " + cu.describe(result),
+                ErrorKind::CudaCall);
+}
+
+} // namespace
+
+void setLaunchMaps(const CudaDriver &cu, const GemmProblem &problem, const Target &target,
+                   KernelArgs &args) {
   args.activationMap = CUtensorMap{};
+  args.outputMap = CUtensorMap{};
+  args.auxMap = CUtensorMap{};
+  if (usesOutputTma(problem, target)) {
+    setOutputMap(cu, problem, args, /*aux=*/false);
+    if (problem.epilogue == Epilogue::ActForward)
+      setOutputMap(cu, problem, args, /*aux=*/true);
+  }
   if (!usesActivationTma(problem, target))
     return;
   const ActivationMapShape shape = activationMapShape(problem, args.totalRows);
@@ -249,7 +277,8 @@ void launchKernel(Function &function, const LaunchShape &shape, const KernelArgs
   KernelArgs values = args;
   void *params[] = {&values.a,         &values.b,        &values.c,      &values.auxIn,
                     &values.auxOut,    &values.offsets,  &values.gather, &values.scale,
-                    &values.totalRows, &values.weightMap, &values.activationMap};
+                    &values.totalRows, &values.weightMap, &values.activationMap,
+                    &values.outputMap, &values.auxMap};
   static_assert(std::size(params) == static_cast<size_t>(KernelArg::Count));
   const CudaDriver &cu = function.driver();
   CUresult result = cu.cuLaunchKernel.fn(function.handle(), grid[0], grid[1], grid[2],

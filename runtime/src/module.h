@@ -78,7 +78,9 @@ struct KernelArgs {
   CUdeviceptr a = 0, b = 0, c = 0, auxIn = 0, auxOut = 0, offsets = 0, gather = 0, scale = 0;
   int32_t totalRows = 0;
   CUtensorMap weightMap{}; // set by setWeightMap; zeros when unused
-  CUtensorMap activationMap{}; // set by setActivationMap; zeros when unused
+  CUtensorMap activationMap{}; // set by setLaunchMaps; zeros when unused
+  CUtensorMap outputMap{};     // the same for C
+  CUtensorMap auxMap{};        // the same for aux_out
 };
 
 // Encodes the tensor map of B (args.b) when the problem's kernel loads B by
@@ -87,11 +89,13 @@ struct KernelArgs {
 void setWeightMap(const CudaDriver &cu, const GemmProblem &problem, const Target &target,
                   KernelArgs &args);
 
-// Encodes the tensor map of A (args.a, args.totalRows rows) when the
-// problem's kernel loads A by TMA (usesActivationTma), else zeros it. A
-// moves with every launch, so this runs for each (a host-side encode, no
-// driver round trip). Throws Error when the driver rejects it.
-void setActivationMap(const CudaDriver &cu, const GemmProblem &problem, const Target &target,
+// Encodes the tensor maps that move with every launch: A's (args.a,
+// args.totalRows rows) when the problem's kernel loads A by TMA
+// (usesActivationTma), and C's and aux_out's when it stores them by TMA
+// (usesOutputTma; a null pointer gets no map: the kernel does not write
+// it); zeros for the others. Host-side encodes, no driver round trip.
+// Throws Error when the driver rejects one.
+void setLaunchMaps(const CudaDriver &cu, const GemmProblem &problem, const Target &target,
                       KernelArgs &args);
 
 // setWeightMap for one kernel, encoding again only when B moved: launches

@@ -262,7 +262,7 @@ GemmRunResult runGemm(const Gpu &gpu, Function &kernel, const LayerSpec &layer,
   args.scale = scale.pointer();
   args.totalRows = static_cast<int32_t>(rows.rows());
   setWeightMap(gpu.driver(), problem, target, args);
-  setActivationMap(gpu.driver(), problem, target, args);
+  setLaunchMaps(gpu.driver(), problem, target, args);
   const LaunchShape shape = launchShape(problem, rows.rows(), target);
 
   Stream stream = gpu.createStream();
@@ -300,6 +300,7 @@ GemmRunResult runGemm(const Gpu &gpu, Function &kernel, const LayerSpec &layer,
   const bool actOnly = kind == GemmKind::UpProj && layer.activation != Activation::None;
   if (actOnly) {
     actOnlyArgs.c = 0;
+    setLaunchMaps(gpu.driver(), problem, target, actOnlyArgs);
     auxOut.fillBytes(kPoisonByte);
     launchKernel(kernel, shape, actOnlyArgs, stream);
     stream.synchronize();

@@ -28,6 +28,8 @@ std::string describe(const Schedule &s) {
   text += fmt::format(" {}", toString(s.raster));
   if (s.persistent)
     text += " persistent";
+  if (s.stores != StoreMode::Direct)
+    text += fmt::format(" stores {}", toString(s.stores));
   return text;
 }
 

@@ -1,5 +1,7 @@
 // Every family on every example at T = 0, 1, 127, 4096 (uniform routing) and
-// at T = 127 with a skewed routing that leaves experts empty. Outputs are
+// at T = 127 with a skewed routing that leaves experts empty; the same for the
+// schedule variants whose kernels no example's default schedule builds
+// (bench/variants/tma-stores.moe: the TMA-store epilogue). Outputs are
 // poisoned before each launch; a pass needs no NaN/unwritten element and a
 // relative error within bf16 tolerance (runGemm in runtime/src/run.h).
 #include "moejit/dsl.h"
@@ -24,6 +26,7 @@ namespace fs = std::filesystem;
 
 struct Case {
   std::string example; // file stem
+  fs::path file;
   int64_t tokens;
   std::string routing;
 };
@@ -41,6 +44,9 @@ std::vector<fs::path> examples() {
       if (entry.path().extension() == ".moe")
         files.push_back(entry.path());
   std::sort(files.begin(), files.end());
+  const fs::path tmaStores = fs::path(MOEJIT_SOURCE_DIR) / "bench" / "variants" / "tma-stores.moe";
+  if (fs::exists(tmaStores))
+    files.push_back(tmaStores);
   return files;
 }
 
@@ -48,8 +54,8 @@ std::vector<Case> cases() {
   std::vector<Case> all;
   for (const fs::path &file : examples()) {
     for (int64_t tokens : {0, 1, 127, 4096})
-      all.push_back({file.stem().string(), tokens, "uniform"});
-    all.push_back({file.stem().string(), 127, "zipf:1.5"});
+      all.push_back({file.stem().string(), file, tokens, "uniform"});
+    all.push_back({file.stem().string(), file, 127, "zipf:1.5"});
   }
   return all;
 }
@@ -71,11 +77,10 @@ public:
     std::vector<CompiledLayer> layers;
     std::vector<Module> modules;
   };
-  Compiled &compiled(const std::string &example) {
+  Compiled &compiled(const std::string &example, const fs::path &file) {
     auto it = compiled_.find(example);
     if (it != compiled_.end())
       return it->second;
-    const fs::path file = fs::path(MOEJIT_SOURCE_DIR) / "examples" / (example + ".moe");
     std::ifstream in(file);
     std::ostringstream text;
     text << in.rdbuf();
@@ -114,7 +119,7 @@ TEST_P(GemmFamilies, MatchReference) {
   if (!session.gpu())
     GTEST_SKIP() << "no GPU to run on: " << session.whyNoGpu();
   const Case &c = GetParam();
-  GpuSession::Compiled &compiled = session.compiled(c.example);
+  GpuSession::Compiled &compiled = session.compiled(c.example, c.file);
   const RoutingMethod routing = RoutingMethod::parse(c.routing);
   for (size_t l = 0; l < compiled.spec.layers.size(); ++l) {
     const LayerSpec &layer = compiled.spec.layers[l];

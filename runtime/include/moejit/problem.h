@@ -127,7 +127,23 @@ bool hopperStaggered(const Schedule &schedule);
 // Threads per block of the Hopper path: a producer warpgroup and one
 // consumer warpgroup per 64 rows of M (two for ping-pong).
 int hopperThreads(const Schedule &schedule);
+// The launch's dynamic shared memory: the stages, their barriers, the
+// expert offsets, the alignment slack and, with TMA stores, the consumers'
+// staging buffers (hopperStagingBytes).
 int64_t hopperSharedBytes(const GemmProblem &problem);
+
+// TMA stores (registers -> shared staging -> cp.async.bulk.tensor): each
+// cooperative consumer warpgroup writes its 64 rows of a tile 64 columns at
+// a time into one of two 8 KiB staging buffers (128B swizzle) and one
+// thread stores the box by TMA, so the consumers go on while the TMA unit
+// writes. Taken where the schedule says `stores = tma`, for the plain and
+// row-scaled stores (down_proj, dx) and the gated forward with concatenated
+// halves (up_proj: H and act(H)) of a cooperative tile, when the staging
+// fits beside the stages (227 KiB).
+// Tiles that end inside the expert's rows (the last M tile of an expert)
+// keep the direct stores: a box would write the next expert's rows.
+bool hopperTmaStores(const GemmProblem &problem);
+int64_t hopperStagingBytes(const GemmProblem &problem);
 
 LaunchShape launchShape(const GemmProblem &problem, int64_t totalRows,
                         const Target &target);
@@ -170,6 +186,20 @@ struct ActivationMapShape {
 bool usesActivationTma(const GemmProblem &problem, const Target &target);
 ActivationMapShape activationMapShape(const GemmProblem &problem, int64_t totalRows);
 
+// An output (C, or act(H) in aux_out) seen by the TMA stores: a 2-D tensor
+// (columns, total_rows) and a box of 64 columns x 64 rows (one consumer
+// warpgroup's rows), 128B swizzle; boxes clip at the tensor's edges.
+struct OutputMapShape {
+  std::array<uint64_t, 2> dims{};
+  uint64_t strideBytes = 0; // of dim 1
+  std::array<uint32_t, 2> box{};
+};
+// Whether the kernel writes its outputs by TMA (through KernelArg::OutputMap
+// and KernelArg::AuxMap): the Hopper path where hopperTmaStores holds.
+bool usesOutputTma(const GemmProblem &problem, const Target &target);
+// `aux`: the map of aux_out (act(H), auxColumns wide) instead of C.
+OutputMapShape outputMapShape(const GemmProblem &problem, int64_t totalRows, bool aux);
+
 // CTAs per thread-block cluster of a Hopper kernel, all along M: the cluster's
 // CTAs take neighbouring M tiles of one expert and the same N tile, so they
 // need the same B tile; each loads 1 / size of it by TMA and multicasts it to
@@ -188,7 +218,8 @@ int weightClusterParts(const GemmProblem &problem);
 // (the version number moves too seldom for that).
 // 2: A by TMA where its rows are not gathered (the activation_map parameter).
 // 3: sigmoid by one tanh.approx (the gated and dSwiGLU epilogues).
-inline constexpr int kKernelRevision = 3;
+// 4: outputs by TMA store (the output_map and aux_map parameters).
+inline constexpr int kKernelRevision = 4;
 
 // Kernel parameter slots, in order (docs/kernel-abi.md).
 enum class KernelArg : int {
@@ -206,6 +237,10 @@ enum class KernelArg : int {
   WeightMap,
   // The same for A (usesActivationTma), encoded for every launch.
   ActivationMap,
+  // The same for C and for aux_out (usesOutputTma), encoded for every
+  // launch; zeros where the pointer is null.
+  OutputMap,
+  AuxMap,
   Count
 };
 

@@ -22,6 +22,10 @@ enum class ScoreFunc { Softmax, Sigmoid };
 enum class RoundingMode { None, Nearest, Up, Down };
 enum class WarpgroupMode { Cooperative, PingPong, Staggered };
 enum class Raster { AlongM, AlongN };
+// How the Hopper path's epilogue writes its outputs: straight from the
+// accumulator registers (direct), or through shared staging and TMA stores
+// (tma; docs/schedules.md).
+enum class StoreMode { Direct, Tma };
 
 // The grouped GEMMs of a layer. See docs/kernel-abi.md for the operands.
 enum class GemmKind { UpProj, DownProj, DH, DW1, DW2, DX };
@@ -50,6 +54,7 @@ struct SchedulePatch {
   std::optional<WarpgroupMode> warpgroups;
   std::optional<Raster> raster;
   std::optional<bool> persistent;
+  std::optional<StoreMode> stores;
   friend bool operator==(const SchedulePatch &, const SchedulePatch &) = default;
 };
 
@@ -61,6 +66,7 @@ struct Schedule {
   WarpgroupMode warpgroups = WarpgroupMode::Cooperative;
   Raster raster = Raster::AlongM;
   bool persistent = false;
+  StoreMode stores = StoreMode::Direct;
   friend bool operator==(const Schedule &, const Schedule &) = default;
 };
 
@@ -135,6 +141,7 @@ std::string_view toString(ScoreFunc);
 std::string_view toString(RoundingMode);
 std::string_view toString(WarpgroupMode);
 std::string_view toString(Raster);
+std::string_view toString(StoreMode);
 std::string_view toString(GemmKind);
 std::optional<DType> parseDType(std::string_view);
 std::optional<Activation> parseActivation(std::string_view);
@@ -143,6 +150,7 @@ std::optional<ScoreFunc> parseScoreFunc(std::string_view);
 std::optional<RoundingMode> parseRoundingMode(std::string_view);
 std::optional<WarpgroupMode> parseWarpgroupMode(std::string_view);
 std::optional<Raster> parseRaster(std::string_view);
+std::optional<StoreMode> parseStoreMode(std::string_view);
 std::optional<GemmKind> parseGemmKind(std::string_view);
 
 int dtypeBytes(DType);

@@ -60,3 +60,29 @@ moe.grouped_gemm @staggered_short {
   gate_up = #moe.gate_up<concatenated>, c_columns = 1024 : i64,
   aux_columns = 0 : i64, tile = array<i64: 64, 256, 64>, stages = 4 : i64,
   warps = array<i64: 1, 4>, path = #moe.path<hopper>, staggered_epilogues}
+
+// -----
+
+// TMA stores need cooperative consumers (each stages 64 rows of one tile).
+// expected-error @+1 {{tma_stores needs path = hopper with cooperative consumers and a store, scale_rows or gated forward epilogue with concatenated halves whose tile halves stay inside one half of H}}
+moe.grouped_gemm @tma_pingpong {
+  varlen = #moe.varlen<m>, element_type = bf16, experts = 8 : i64,
+  m = 0 : i64, n = 1024 : i64, k = 256 : i64,
+  a_k_contiguous = true, b_k_contiguous = false,
+  epilogue = #moe.epilogue<scale_rows>, activation = #moe.activation<swiglu>,
+  gate_up = #moe.gate_up<concatenated>, c_columns = 1024 : i64,
+  aux_columns = 0 : i64, tile = array<i64: 64, 256, 64>, stages = 4 : i64,
+  warps = array<i64: 1, 4>, path = #moe.path<hopper>, ping_pong, tma_stores}
+
+// -----
+
+// dActivation's epilogue reads H and sums rows: it keeps direct stores.
+// expected-error @+1 {{tma_stores needs path = hopper}}
+moe.grouped_gemm @tma_dh {
+  varlen = #moe.varlen<m>, element_type = bf16, experts = 8 : i64,
+  m = 0 : i64, n = 1024 : i64, k = 256 : i64,
+  a_k_contiguous = true, b_k_contiguous = false,
+  epilogue = #moe.epilogue<d_activation>, activation = #moe.activation<swiglu>,
+  gate_up = #moe.gate_up<concatenated>, c_columns = 1024 : i64,
+  aux_columns = 512 : i64, tile = array<i64: 128, 256, 64>, stages = 4 : i64,
+  warps = array<i64: 2, 4>, path = #moe.path<hopper>, tma_stores}

@@ -6,6 +6,7 @@
 #include "../schedule/test_layers.h"
 
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 
 #include <filesystem>
 #include <fstream>
@@ -102,6 +103,27 @@ TEST_F(TuningDbFile, MissingFileIsEmptySavedFileRoundTrips) {
   EXPECT_FALSE(loaded.find(sonic7b(), GemmKind::DownProj, Target::fromArch("sm_90")));
 }
 
+TEST_F(TuningDbFile, StoreModeRoundTripsAndOlderFilesMeanDirectStores) {
+  const Target target = Target::fromArch("sm_90a");
+  Schedule tma = pingPong64();
+  tma.warpgroups = WarpgroupMode::Cooperative;
+  tma.tile = {128, 256, 64};
+  tma.stages = 4;
+  tma.stores = StoreMode::Tma;
+  TuningDb db;
+  db.put(tuned(sonic7b(), GemmKind::DownProj, target, tma));
+  db.save(path("db.json"));
+  EXPECT_EQ(TuningDb::load(path("db.json")).find(sonic7b(), GemmKind::DownProj, target), tma);
+
+  // A database written before `stores` existed: its schedules store directly.
+  nlohmann::json json = nlohmann::json::parse(db.dump());
+  json["entries"][0]["schedule"].erase("stores");
+  write(path("old.json"), json.dump());
+  Schedule direct = tma;
+  direct.stores = StoreMode::Direct;
+  EXPECT_EQ(TuningDb::load(path("old.json")).find(sonic7b(), GemmKind::DownProj, target), direct);
+}
+
 TEST_F(TuningDbFile, UpdatesKeepOtherEntriesTheModeAndTheLink) {
   const Target target = Target::fromArch("sm_90a");
   const std::string real = path("real.json");
@@ -162,6 +184,9 @@ TEST_F(TuningDbFile, MalformedFilesAreLocatedErrors) {
       {"bad warpgroups",
        R"({"format": 1, "entries": [{"key": "k", "gemm": "up_proj", "problem": {}, "arch": "sm_90a", "sm_count": 132, "schedule": {"tile": {"m": 64, "n": 256, "k": 64}, "stages": 5, "cluster": {"m": 1, "n": 1}, "warpgroups": "threeway", "raster": "along_n", "persistent": false}}]})",
        "\"schedule.warpgroups\" = \"threeway\""},
+      {"bad stores",
+       R"({"format": 1, "entries": [{"key": "k", "gemm": "up_proj", "problem": {}, "arch": "sm_90a", "sm_count": 132, "schedule": {"tile": {"m": 64, "n": 256, "k": 64}, "stages": 5, "cluster": {"m": 1, "n": 1}, "warpgroups": "pingpong", "raster": "along_n", "persistent": false, "stores": "carrier"}}]})",
+       "\"schedule.stores\" = \"carrier\" is not a store mode"},
       {"negative stages",
        R"({"format": 1, "entries": [{"key": "k", "gemm": "up_proj", "problem": {}, "arch": "sm_90a", "sm_count": 132, "schedule": {"tile": {"m": 64, "n": 256, "k": 64}, "stages": -1, "cluster": {"m": 1, "n": 1}, "warpgroups": "pingpong", "raster": "along_n", "persistent": false}}]})",
        "\"schedule.stages\" = -1 is out of range"},

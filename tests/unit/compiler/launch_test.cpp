@@ -151,6 +151,66 @@ TEST(ActivationMap, OneBoxOfTileRowsPerStageForContiguousRows) {
   EXPECT_FALSE(usesActivationTma(p, Target::fromArch("sm_90")));
 }
 
+TEST(OutputTma, FullTilesOfPlainScaledAndGatedStoresGoByTma) {
+  const Target sm90a = Target::fromArch("sm_90a");
+  GemmProblem p = varlenMProblem(); // N = 2048, K = 768
+  p.schedule.tile = {128, 256, 64};
+  p.cColumns = p.n;
+  p.epilogue = Epilogue::ScaleRows;
+  // Only where the schedule asks for it.
+  EXPECT_FALSE(usesOutputTma(p, sm90a));
+  GemmProblem directStores = p;
+  p.schedule.stores = StoreMode::Tma;
+  ASSERT_TRUE(usesOutputTma(p, sm90a));
+  EXPECT_EQ(hopperSharedBytes(p), hopperSharedBytes(directStores) + hopperStagingBytes(p));
+  // Two 8 KiB buffers per consumer warpgroup beside the four stages.
+  EXPECT_EQ(hopperStagingBytes(p), 2 * 2 * 64 * 128);
+  GemmProblem direct = p;
+  direct.epilogue = Epilogue::DActivation;
+  EXPECT_FALSE(usesOutputTma(direct, sm90a));
+  EXPECT_EQ(hopperSharedBytes(p), hopperSharedBytes(direct) + hopperStagingBytes(p));
+  EXPECT_LE(hopperSharedBytes(p), sm90a.maxSharedBytesPerBlock);
+  OutputMapShape shape = outputMapShape(p, 5000, /*aux=*/false);
+  EXPECT_EQ(shape.dims, (std::array<uint64_t, 2>{2048, 5000}));
+  EXPECT_EQ(shape.strideBytes, 2048u * 2);
+  EXPECT_EQ(shape.box, (std::array<uint32_t, 2>{64, 64}));
+  EXPECT_EQ(outputMapShape(p, 0, false).dims[1], 1u);
+  // Not on the portable path, and not for ping-pong consumers.
+  EXPECT_FALSE(usesOutputTma(p, Target::fromArch("sm_90")));
+  GemmProblem pingPong = p;
+  pingPong.schedule.tile = {64, 256, 64};
+  pingPong.schedule.warpgroups = WarpgroupMode::PingPong;
+  EXPECT_FALSE(usesOutputTma(pingPong, sm90a));
+
+  // The gated forward: H and act(H) boxes when every half of a tile stays in
+  // one half of H (N / 2 a multiple of tile.n / 2), concatenated halves only.
+  GemmProblem gated = p;
+  gated.epilogue = Epilogue::ActForward;
+  gated.activation = Activation::SwiGLU;
+  gated.gateUp = GateUpLayout::Concatenated;
+  gated.n = 1536;
+  gated.cColumns = 1536;
+  gated.auxColumns = 768;
+  EXPECT_TRUE(usesOutputTma(gated, sm90a));
+  EXPECT_EQ(outputMapShape(gated, 100, /*aux=*/true).dims,
+            (std::array<uint64_t, 2>{768, 100}));
+  gated.n = gated.cColumns = 2880; // 1440 is not a multiple of 128
+  EXPECT_FALSE(usesOutputTma(gated, sm90a));
+  gated.n = gated.cColumns = 1536;
+  gated.gateUp = GateUpLayout::Interleaved;
+  EXPECT_FALSE(usesOutputTma(gated, sm90a));
+  gated.gateUp = GateUpLayout::Concatenated;
+  gated.activation = Activation::ReLU;
+  EXPECT_FALSE(usesOutputTma(gated, sm90a));
+
+  // Where the staging does not fit beside the stages, the stores stay
+  // direct and the stages keep their room.
+  GemmProblem tight = p;
+  tight.experts = 8192; // 32 KiB of expert offsets
+  EXPECT_FALSE(hopperTmaStores(tight));
+  EXPECT_EQ(hopperSharedBytes(tight), hopperSharedBytes(direct) + (8192 - 8) * 4);
+}
+
 TEST(Cluster, PairsShareTheWeightTileOnTheHopperPath) {
   Target sm90a = Target::fromArch("sm_90a");
   GemmProblem p = varlenMProblem(); // N-contiguous B, tile.n 128: two boxes

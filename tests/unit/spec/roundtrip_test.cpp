@@ -96,6 +96,7 @@ private:
     s.warpgroups = pick({WarpgroupMode::Cooperative, WarpgroupMode::PingPong, WarpgroupMode::Staggered});
     s.raster = pick({Raster::AlongM, Raster::AlongN});
     s.persistent = uniform(0, 1) == 1;
+    s.stores = pick({StoreMode::Direct, StoreMode::Tma});
     return s;
   }
 
