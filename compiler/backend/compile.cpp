@@ -180,7 +180,7 @@ void buildGroupedGemm(OpBuilder &builder, const GemmProblem &p,
           : UnitAttr(),
       path == KernelPath::Hopper && hopperStaggered(p.schedule) ? builder.getUnitAttr()
                                                                : UnitAttr(),
-      path == KernelPath::Hopper && hopperTmaStores(p) ? builder.getUnitAttr() : UnitAttr());
+      path == KernelPath::Hopper && hopperTmaStores(p, target) ? builder.getUnitAttr() : UnitAttr());
   (void)op;
 }
 

@@ -118,6 +118,12 @@ LogicalResult GroupedGemmOp::verify() {
       return emitOpError("tma_stores needs path = hopper with cooperative consumers and a "
                          "store, scale_rows or gated forward epilogue with concatenated halves "
                          "whose tile halves stay inside one half of H");
+    // Output rows are whole 16-byte chunks: the tensor maps' strides and the
+    // partial tiles' 16-byte copies need it.
+    if (getCColumns() % 8 || getAuxColumns() % 8)
+      return emitOpError("tma_stores needs c_columns and aux_columns that are multiples of 8 "
+                         "(16-byte rows), got ")
+             << getCColumns() << " and " << getAuxColumns();
   }
   if (getRasterAlongM() && (getPath() != KernelPath::Hopper || getPingPong()))
     return emitOpError("raster_along_m needs path = hopper without ping_pong (ping-pong "

@@ -865,6 +865,9 @@ private:
   // path for both keeps a single copy of the register-heavy part (a second,
   // direct epilogue in the same kernel made ptxas spill).
   void emitTmaEpilogue(const CtaTile &tile, ArrayRef<Value> acc) {
+    // One 64-row block per consumer warpgroup: cooperative consumers only
+    // (the verifier rejects tma_stores with ping_pong).
+    assert(cfg.rowBlocks() == 1 && "TMA stores need cooperative consumers");
     Value groupRow = add(tile.rowBegin, mul(consumerGroup, idx(kWgmmaM)));
     Value whole = arith::CmpIOp::create(b, arith::CmpIPredicate::sle, add(groupRow, idx(kWgmmaM)),
                                         tile.rowEnd);
@@ -898,13 +901,11 @@ private:
           words.push_back(packPair(value(2 * q + m / 2, m % 2, 0), value(2 * q + m / 2, m % 2, 1)));
         Value chunk = xori(add(idx(2 * q), pairColumn), rowSwizzle);
         Value offset = add(buffer, add(mul(boxRow, idx(kRowBytes)), mul(chunk, idx(kChunkBytes))));
-        Value address = arith::TruncIOp::create(b, b.getI32Type(),
-                                                add(sharedAddress, toI64(offset)));
-        SmallVector<Value> operands = {address};
-        operands.append(words);
-        NVVM::InlinePtxOp::create(
-            b, TypeRange{}, operands, ValueRange{},
-            "stmatrix.sync.aligned.m8n8.x4.shared.b16 [$0], {$1, $2, $3, $4};", Value());
+        // The intrinsic, not inline PTX: LLVM knows it as convergent and
+        // never moves it into a branch that part of the warp takes.
+        NVVM::StMatrixOp::create(b, sharedPointer(offset), words, NVVM::MMALayout::row,
+                                 NVVM::LdStMatrixShapeAttr::get(b.getContext(), 8, 8),
+                                 NVVM::LdStMatrixEltType::B16);
       }
       NVVM::FenceProxyOp::create(
           b, NVVM::ProxyKindAttr::get(b.getContext(), NVVM::ProxyKind::async_shared),
@@ -915,11 +916,8 @@ private:
       OpBuilder::InsertionGuard guard(b);
       b.setInsertionPointToStart(&split.getThenRegion().front());
       when(groupLeader, [&] {
-        Value source = LLVM::IntToPtrOp::create(
-            b, LLVM::LLVMPointerType::get(b.getContext(), kSharedAddressSpace),
-            add(sharedAddress, toI64(buffer)));
         NVVM::CpAsyncBulkTensorSharedCTAToGlobalOp::create(
-            b, map, source, ValueRange{toI32(column), toI32(groupRow)}, Value(),
+            b, map, sharedPointer(buffer), ValueRange{toI32(column), toI32(groupRow)}, Value(),
             NVVM::TMAStoreMode::TILE, Value());
         NVVM::CpAsyncBulkCommitGroupOp::create(b);
       });
@@ -1000,11 +998,8 @@ private:
         Value offset = add(buffer, add(mul(row, idx(kRowBytes)),
                                        mul(xori(chunk, remu(row, idx(kSwizzleRows))),
                                            idx(kChunkBytes))));
-        Value pointer = LLVM::IntToPtrOp::create(
-            b, LLVM::LLVMPointerType::get(b.getContext(), kSharedAddressSpace),
-            add(sharedAddress, toI64(offset)));
         auto wordsType = VectorType::get({4}, b.getI32Type());
-        Value words = LLVM::LoadOp::create(b, wordsType, pointer, /*alignment=*/16);
+        Value words = LLVM::LoadOp::create(b, wordsType, sharedPointer(offset), /*alignment=*/16);
         Value elements = vector::BitCastOp::create(
             b, VectorType::get({cfg.chunkElements()}, cfg.element), words);
         vector::StoreOp::create(b, elements, output,
@@ -1014,10 +1009,19 @@ private:
     }
   }
 
-  // bar.sync over the 128 threads of one consumer warpgroup.
+  // bar.sync over the 128 threads of one consumer warpgroup (the convergent
+  // barrier intrinsic: every thread of the warpgroup reaches it together).
   void groupSync(Value barrierId) {
-    NVVM::InlinePtxOp::create(b, TypeRange{}, ValueRange{barrierId}, ValueRange{},
-                              "bar.sync $0, 128;", Value());
+    Value threads = arith::ConstantOp::create(b, b.getI32IntegerAttr(kWarpgroupThreads));
+    NVVM::BarrierOp::create(b, Type(), barrierId, threads, NVVM::BarrierReductionAttr(), Value());
+  }
+
+  // A pointer into the CTA's shared window at `offset` bytes from the
+  // aligned base.
+  Value sharedPointer(Value offset) {
+    return LLVM::IntToPtrOp::create(
+        b, LLVM::LLVMPointerType::get(b.getContext(), kSharedAddressSpace),
+        add(sharedAddress, toI64(offset)));
   }
   static constexpr int64_t kWarpsPerGroup = kWarpgroupThreads / kWarpSize;
   // Staging of the TMA stores: two 64-row x 128-byte buffers per consumer

@@ -74,8 +74,6 @@ namespace {
 constexpr int64_t kStagingBufferBytes = kWgmmaM * HopperTileLayout::kRowBytes;
 // Two per consumer warpgroup: one fills while the TMA unit reads the other.
 constexpr int64_t kStagingBuffers = 2;
-// The opt-in dynamic shared memory of an sm_90 block (227 KiB).
-constexpr int64_t kSm90SharedBytes = 232448;
 
 int64_t hopperBaseSharedBytes(const GemmProblem &problem) {
   const HopperTileLayout layout = hopperTileLayout(problem.schedule.tile);
@@ -117,14 +115,14 @@ int64_t hopperStagingBytes(const GemmProblem &problem) {
   return problem.schedule.tile.m / kWgmmaM * kStagingBuffers * kStagingBufferBytes;
 }
 
-bool hopperTmaStores(const GemmProblem &problem) {
-  return tmaStoreEpilogue(problem) &&
-         hopperBaseSharedBytes(problem) + hopperStagingBytes(problem) <= kSm90SharedBytes;
+bool hopperTmaStores(const GemmProblem &problem, const Target &target) {
+  return tmaStoreEpilogue(problem) && hopperBaseSharedBytes(problem) + hopperStagingBytes(problem) <=
+                                          target.maxSharedBytesPerBlock;
 }
 
-int64_t hopperSharedBytes(const GemmProblem &problem) {
+int64_t hopperSharedBytes(const GemmProblem &problem, const Target &target) {
   return hopperBaseSharedBytes(problem) +
-         (hopperTmaStores(problem) ? hopperStagingBytes(problem) : 0);
+         (hopperTmaStores(problem, target) ? hopperStagingBytes(problem) : 0);
 }
 
 KernelPath selectKernelPath(const GemmProblem &problem, const Target &target) {
@@ -138,7 +136,7 @@ KernelPath selectKernelPath(const GemmProblem &problem, const Target &target) {
       (s.tile.m == kWgmmaM || s.tile.m == 2 * kWgmmaM) &&
       s.tile.k * dtypeBytes(problem.dtype) == HopperTileLayout::kRowBytes &&
       s.tile.n % 64 == 0 && s.tile.n <= kWgmmaMaxN && s.stages >= 3 &&
-      hopperSharedBytes(problem) <= target.maxSharedBytesPerBlock;
+      hopperBaseSharedBytes(problem) <= target.maxSharedBytesPerBlock;
   return target.hasWgmma() && fits ? KernelPath::Hopper : KernelPath::Portable;
 }
 
@@ -228,7 +226,8 @@ ActivationMapShape activationMapShape(const GemmProblem &problem, int64_t totalR
 }
 
 bool usesOutputTma(const GemmProblem &problem, const Target &target) {
-  return selectKernelPath(problem, target) == KernelPath::Hopper && hopperTmaStores(problem);
+  return selectKernelPath(problem, target) == KernelPath::Hopper &&
+         hopperTmaStores(problem, target);
 }
 
 OutputMapShape outputMapShape(const GemmProblem &problem, int64_t totalRows, bool aux) {
@@ -268,7 +267,7 @@ LaunchShape launchShape(const GemmProblem &problem, int64_t totalRows,
   const bool hopper = selectKernelPath(problem, target) == KernelPath::Hopper;
   if (hopper) {
     shape.block = {static_cast<unsigned>(hopperThreads(problem.schedule)), 1, 1};
-    shape.sharedBytes = static_cast<unsigned>(hopperSharedBytes(problem));
+    shape.sharedBytes = static_cast<unsigned>(hopperSharedBytes(problem, target));
   } else {
     shape.block = {static_cast<unsigned>(portableThreads(problem.schedule)), 1, 1};
     shape.sharedBytes = static_cast<unsigned>(pipelineSharedBytes(problem));

@@ -204,9 +204,11 @@ ForwardResult MoeLayer::forward(const Stream &stream, const ForwardArgs &args,
   result.h = layout.hInWorkspace ? args.workspace + layout.h : args.h;
   result.act = layer_.activation == Activation::None ? result.h : args.workspace + layout.act;
   result.y = args.workspace + layout.y;
-  // The row total is offsets[E] on the GPU. total_rows only sizes the grid
-  // (launchShape): the kernels find each CTA's expert and rows from the
-  // offsets and exit the CTAs past the last tile, so maxRows is safe.
+  // The row total is offsets[E] on the GPU. total_rows sizes the grid
+  // (launchShape) and the rows of the TMA maps of A and the outputs: the
+  // kernels find each CTA's expert and rows from the offsets and exit the
+  // CTAs past the last tile, and maxRows (at least offsets[E]) keeps every
+  // map covering the rows the kernels touch, so maxRows is safe.
   const auto rows = static_cast<int32_t>(layout.maxRows);
   const RoutingBuffers &routing = result.routing;
 

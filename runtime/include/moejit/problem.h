@@ -130,7 +130,7 @@ int hopperThreads(const Schedule &schedule);
 // The launch's dynamic shared memory: the stages, their barriers, the
 // expert offsets, the alignment slack and, with TMA stores, the consumers'
 // staging buffers (hopperStagingBytes).
-int64_t hopperSharedBytes(const GemmProblem &problem);
+int64_t hopperSharedBytes(const GemmProblem &problem, const Target &target);
 
 // TMA stores (registers -> shared staging -> cp.async.bulk.tensor): each
 // cooperative consumer warpgroup writes its 64 rows of a tile 64 columns at
@@ -139,10 +139,10 @@ int64_t hopperSharedBytes(const GemmProblem &problem);
 // writes. Taken where the schedule says `stores = tma`, for the plain and
 // row-scaled stores (down_proj, dx) and the gated forward with concatenated
 // halves (up_proj: H and act(H)) of a cooperative tile, when the staging
-// fits beside the stages (227 KiB).
-// Tiles that end inside the expert's rows (the last M tile of an expert)
-// keep the direct stores: a box would write the next expert's rows.
-bool hopperTmaStores(const GemmProblem &problem);
+// fits beside the stages in the target's shared memory (227 KiB on sm_90).
+// A box of the last M tile of an expert would write the next expert's rows:
+// the threads copy its valid rows out of the staging buffer instead.
+bool hopperTmaStores(const GemmProblem &problem, const Target &target);
 int64_t hopperStagingBytes(const GemmProblem &problem);
 
 LaunchShape launchShape(const GemmProblem &problem, int64_t totalRows,

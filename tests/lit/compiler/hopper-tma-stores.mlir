@@ -13,19 +13,19 @@
 // CHECK: nvvm.wgmma.wait.group.sync.aligned 0
 // CHECK: arith.cmpi sle
 // CHECK: nvvm.cp.async.bulk.wait_group 0 {read}
-// CHECK: bar.sync $0, 128;
+// CHECK: nvvm.barrier id = %{{.*}} number_of_threads = %c128_i32
 // CHECK: memref.load %arg7
-// CHECK-COUNT-4: stmatrix.sync.aligned.m8n8.x4.shared.b16
+// CHECK-COUNT-4: nvvm.stmatrix {{.*}} shape = #nvvm.ld_st_matrix_shape<m = 8, n = 8>} : !llvm.ptr<3>, i32, i32, i32, i32
 // CHECK: nvvm.fence.proxy {kind = #nvvm.proxy_kind<async.shared>, space = #nvvm.shared_space<cta>}
 // CHECK: nvvm.cp.async.bulk.wait_group 0 {read}
-// CHECK: bar.sync $0, 128;
+// CHECK: nvvm.barrier id = %{{.*}} number_of_threads = %c128_i32
 // CHECK: scf.if
 // CHECK: nvvm.cp.async.bulk.tensor.global.shared.cta %arg11
 // CHECK: nvvm.cp.async.bulk.commit.group
 // CHECK: } else {
 // CHECK: llvm.load {{.*}} -> vector<4xi32>
 // CHECK: vector.store
-// CHECK-COUNT-12: stmatrix
+// CHECK-COUNT-12: nvvm.stmatrix
 // CHECK: nvvm.cp.async.bulk.wait_group 0{{$}}
 // CHECK: gpu.return
 moe.grouped_gemm @down {

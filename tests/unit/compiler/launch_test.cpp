@@ -162,14 +162,15 @@ TEST(OutputTma, FullTilesOfPlainScaledAndGatedStoresGoByTma) {
   GemmProblem directStores = p;
   p.schedule.stores = StoreMode::Tma;
   ASSERT_TRUE(usesOutputTma(p, sm90a));
-  EXPECT_EQ(hopperSharedBytes(p), hopperSharedBytes(directStores) + hopperStagingBytes(p));
+  EXPECT_EQ(hopperSharedBytes(p, sm90a),
+            hopperSharedBytes(directStores, sm90a) + hopperStagingBytes(p));
   // Two 8 KiB buffers per consumer warpgroup beside the four stages.
   EXPECT_EQ(hopperStagingBytes(p), 2 * 2 * 64 * 128);
   GemmProblem direct = p;
   direct.epilogue = Epilogue::DActivation;
   EXPECT_FALSE(usesOutputTma(direct, sm90a));
-  EXPECT_EQ(hopperSharedBytes(p), hopperSharedBytes(direct) + hopperStagingBytes(p));
-  EXPECT_LE(hopperSharedBytes(p), sm90a.maxSharedBytesPerBlock);
+  EXPECT_EQ(hopperSharedBytes(p, sm90a), hopperSharedBytes(direct, sm90a) + hopperStagingBytes(p));
+  EXPECT_LE(hopperSharedBytes(p, sm90a), sm90a.maxSharedBytesPerBlock);
   OutputMapShape shape = outputMapShape(p, 5000, /*aux=*/false);
   EXPECT_EQ(shape.dims, (std::array<uint64_t, 2>{2048, 5000}));
   EXPECT_EQ(shape.strideBytes, 2048u * 2);
@@ -207,8 +208,15 @@ TEST(OutputTma, FullTilesOfPlainScaledAndGatedStoresGoByTma) {
   // direct and the stages keep their room.
   GemmProblem tight = p;
   tight.experts = 8192; // 32 KiB of expert offsets
-  EXPECT_FALSE(hopperTmaStores(tight));
-  EXPECT_EQ(hopperSharedBytes(tight), hopperSharedBytes(direct) + (8192 - 8) * 4);
+  EXPECT_FALSE(hopperTmaStores(tight, sm90a));
+  EXPECT_EQ(hopperSharedBytes(tight, sm90a), hopperSharedBytes(direct, sm90a) + (8192 - 8) * 4);
+  EXPECT_EQ(selectKernelPath(tight, sm90a), KernelPath::Hopper);
+  // The same on a target with less shared memory: the kernel keeps the
+  // Hopper path with direct stores.
+  Target small = sm90a;
+  small.maxSharedBytesPerBlock = static_cast<int>(hopperSharedBytes(direct, sm90a));
+  EXPECT_FALSE(usesOutputTma(p, small));
+  EXPECT_EQ(selectKernelPath(p, small), KernelPath::Hopper);
 }
 
 TEST(Cluster, PairsShareTheWeightTileOnTheHopperPath) {
