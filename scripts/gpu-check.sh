@@ -3,7 +3,9 @@
 # `source .devicekit/env.sh` and scripts/device-stage.sh on the build host:
 # the GPU tier of the tests, `moejit run` of every family at T = 32768 on the
 # Hopper and the portable paths, the layer forward against PyTorch,
-# compute-sanitizer on a small case, HGMMA in the SASS and compile latency.
+# compute-sanitizer on a small case, HGMMA in the SASS and compile latency;
+# `variants` (not in the default list) checks and A/Bs the schedule variants
+# that wait for their first measurement.
 # Logs go to $OUT (default /tmp/moejit-gpu). Usage: scripts/gpu-check.sh [SECTION...]
 set -uo pipefail
 bin=${BIN:-.devicebuild}
@@ -50,6 +52,16 @@ for section in "${sections[@]}"; do
              "HMMA $(cuobjdump --dump-sass /tmp/k-$arch.cubin | grep -c 'HMMA')," \
              "LDL/STL $(cuobjdump --dump-sass /tmp/k-$arch.cubin | grep -cE 'LDL|STL')"
     done 2>&1 | tee "$out/sass.log" ;;
+  variants)
+    # Schedule variants not yet measured (bench/HOPPER_NOTES.md, step 22):
+    # correctness against float64, then an interleaved A/B with the examples.
+    timeout 300 "$bin/moejit_gpu_tests" --gtest_brief=1 --gtest_filter='*tma_stores*' 2>&1 |
+      tee "$out/variants.log"
+    for pair in sonicmoe-7b.moe:sonicmoe_7b_topk=sonic_tma qwen3-30b-a3b.moe:qwen3_30b_a3b=qwen3_tma \
+                olmoe-1b-7b.moe:olmoe_1b_7b=olmoe_tma; do
+      echo "--pair examples/${pair%=*}=bench/variants/tma-stores.moe:${pair#*=}"
+    done | xargs timeout 400 python3 bench/ab_schedules.py --moejit "$m" --rounds 2 \
+      --gemms up_proj,down_proj,dx 2>&1 | tee -a "$out/variants.log" ;;
   compile)
     [ -x "$bin/moejit_compile_latency" ] &&
       "$bin/moejit_compile_latency" --arch=sm_90a --repeat=3 examples/*.moe 2>&1 | tee "$out/compile.log" ;;
