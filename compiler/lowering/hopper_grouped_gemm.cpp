@@ -237,9 +237,7 @@ private:
   // copies them to shared memory once, before its first barrier, so that no
   // walk waits for a global load.
   Value offsetPointer(Value index) {
-    Value address = add(sharedAddress, toI64(add(idx(offsetsBytes), mul(index, idx(4)))));
-    return LLVM::IntToPtrOp::create(
-        b, LLVM::LLVMPointerType::get(b.getContext(), kSharedAddressSpace), address);
+    return sharedPointer(add(idx(offsetsBytes), mul(index, idx(4))));
   }
   void copyOffsets() {
     forEachThreadItem(threadId, cfg.threads, cfg.experts + 1, [&](Value item, Value inRange) {
@@ -252,10 +250,7 @@ private:
   }
 
   Value barrier(int64_t regionBytes, Value stage) {
-    Value address =
-        add(sharedAddress, toI64(add(idx(regionBytes), mul(stage, idx(kBarrierBytes)))));
-    return LLVM::IntToPtrOp::create(
-        b, LLVM::LLVMPointerType::get(b.getContext(), kSharedAddressSpace), address);
+    return sharedPointer(add(idx(regionBytes), mul(stage, idx(kBarrierBytes))));
   }
   Value fullBarrier(Value stage) { return barrier(fullBarrierBytes, stage); }
   Value emptyBarrier(Value stage) { return barrier(emptyBarrierBytes, stage); }
@@ -1012,8 +1007,8 @@ private:
   // bar.sync over the 128 threads of one consumer warpgroup (the convergent
   // barrier intrinsic: every thread of the warpgroup reaches it together).
   void groupSync(Value barrierId) {
-    Value threads = arith::ConstantOp::create(b, b.getI32IntegerAttr(kWarpgroupThreads));
-    NVVM::BarrierOp::create(b, Type(), barrierId, threads, NVVM::BarrierReductionAttr(), Value());
+    NVVM::BarrierOp::create(b, Type(), barrierId, constant(b.getI32IntegerAttr(kWarpgroupThreads)),
+                            NVVM::BarrierReductionAttr(), Value());
   }
 
   // A pointer into the CTA's shared window at `offset` bytes from the
@@ -1025,9 +1020,10 @@ private:
   }
   static constexpr int64_t kWarpsPerGroup = kWarpgroupThreads / kWarpSize;
   // Staging of the TMA stores: two 64-row x 128-byte buffers per consumer
-  // warpgroup (hopperStagingBytes); named barrier 0 is the CTA's.
-  static constexpr int64_t kStagingBuffers = 2;
-  static constexpr int64_t kStagingBufferBytes = kWgmmaM * kRowBytes;
+  // warpgroup (hopperStagingBytes); named barrier 0 is the CTA's, 1 + g
+  // consumer warpgroup g's.
+  static constexpr int64_t kStagingBuffers = HopperTileLayout::kStagingBuffers;
+  static constexpr int64_t kStagingBufferBytes = HopperTileLayout::kStagingBufferBytes;
   static constexpr int64_t kFirstGroupBarrier = 1;
   // M slots per band of the banded tile order (raster = along_m, which the
   // default schedule picks from 64 N tiles on).

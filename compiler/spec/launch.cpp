@@ -70,11 +70,6 @@ int hopperThreads(const Schedule &schedule) {
 
 namespace {
 
-// One staging buffer: a 64-row x 128-byte box (64 columns of 16 bits).
-constexpr int64_t kStagingBufferBytes = kWgmmaM * HopperTileLayout::kRowBytes;
-// Two per consumer warpgroup: one fills while the TMA unit reads the other.
-constexpr int64_t kStagingBuffers = 2;
-
 int64_t hopperBaseSharedBytes(const GemmProblem &problem) {
   const HopperTileLayout layout = hopperTileLayout(problem.schedule.tile);
   // Per stage: the A and B tiles and two 8-byte mbarriers (full, empty);
@@ -112,7 +107,9 @@ bool tmaStoreEpilogue(const GemmProblem &problem) {
 } // namespace
 
 int64_t hopperStagingBytes(const GemmProblem &problem) {
-  return problem.schedule.tile.m / kWgmmaM * kStagingBuffers * kStagingBufferBytes;
+  // One fills while the TMA unit reads the other.
+  return problem.schedule.tile.m / kWgmmaM * HopperTileLayout::kStagingBuffers *
+         HopperTileLayout::kStagingBufferBytes;
 }
 
 bool hopperTmaStores(const GemmProblem &problem, const Target &target) {

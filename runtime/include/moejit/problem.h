@@ -110,6 +110,10 @@ struct HopperTileLayout {
   static constexpr int64_t kRowBytes = 128;
   static constexpr int64_t kAlignBytes = 1024;
   static constexpr int64_t kBarrierBytes = 8;
+  // TMA stores (hopperTmaStores): per consumer warpgroup, kStagingBuffers
+  // buffers of one 64-row x 128-byte box each.
+  static constexpr int64_t kStagingBuffers = 2;
+  static constexpr int64_t kStagingBufferBytes = 64 * kRowBytes;
   int64_t aStageBytes = 0, bStageBytes = 0;
 };
 HopperTileLayout hopperTileLayout(const TileShape &tile);
