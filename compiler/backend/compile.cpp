@@ -154,9 +154,8 @@ void buildGroupedGemm(OpBuilder &builder, const GemmProblem &p,
   const KernelPath path = selectKernelPath(p, target);
   auto op = moe::GroupedGemmOp::create(
       builder, NameLoc::get(builder.getStringAttr(p.kernelName)),
-      builder.getStringAttr(p.kernelName),
-      moe::VarlenAttr::get(ctx, toDialect(p.varlen)), TypeAttr::get(element),
-      builder.getI64IntegerAttr(p.experts), builder.getI64IntegerAttr(p.m),
+      builder.getStringAttr(p.kernelName), moe::VarlenAttr::get(ctx, toDialect(p.varlen)),
+      TypeAttr::get(element), builder.getI64IntegerAttr(p.experts), builder.getI64IntegerAttr(p.m),
       builder.getI64IntegerAttr(p.n), builder.getI64IntegerAttr(p.k),
       builder.getBoolAttr(p.aKContiguous), builder.getBoolAttr(p.bKContiguous),
       p.gatherA ? builder.getUnitAttr() : UnitAttr(),
@@ -164,23 +163,22 @@ void buildGroupedGemm(OpBuilder &builder, const GemmProblem &p,
       p.scaleBRows ? builder.getUnitAttr() : UnitAttr(),
       moe::EpilogueAttr::get(ctx, toDialect(p.epilogue)),
       moe::ActivationAttr::get(ctx, toDialect(p.activation)),
-      moe::GateUpLayoutAttr::get(ctx, toDialect(p.gateUp)),
-      builder.getI64IntegerAttr(p.cColumns),
+      moe::GateUpLayoutAttr::get(ctx, toDialect(p.gateUp)), builder.getI64IntegerAttr(p.cColumns),
       builder.getI64IntegerAttr(p.auxColumns),
       builder.getDenseI64ArrayAttr({tile.m, tile.n, tile.k}),
       builder.getI64IntegerAttr(p.schedule.stages),
       builder.getDenseI64ArrayAttr({warps.m, warps.n}),
       moe::KernelPathAttr::get(ctx, toDialect(path)),
-      path == KernelPath::Hopper && hopperPingPong(p.schedule) ? builder.getUnitAttr()
-                                                              : UnitAttr(),
+      path == KernelPath::Hopper && hopperPingPong(p.schedule) ? builder.getUnitAttr() : UnitAttr(),
       builder.getI64IntegerAttr(path == KernelPath::Hopper ? hopperClusterSize(p, target) : 1),
       path == KernelPath::Hopper && !hopperPingPong(p.schedule) &&
               p.schedule.raster == Raster::AlongM
           ? builder.getUnitAttr()
           : UnitAttr(),
       path == KernelPath::Hopper && hopperStaggered(p.schedule) ? builder.getUnitAttr()
-                                                               : UnitAttr(),
-      path == KernelPath::Hopper && hopperTmaStores(p, target) ? builder.getUnitAttr() : UnitAttr());
+                                                                : UnitAttr(),
+      path == KernelPath::Hopper && hopperTmaStores(p, target) ? builder.getUnitAttr()
+                                                               : UnitAttr());
   (void)op;
 }
 

@@ -108,11 +108,11 @@ LogicalResult GroupedGemmOp::verify() {
            << tile[0] << "x" << tile[1];
   if (getTmaStores()) {
     const Epilogue epilogue = getEpilogue();
-    const bool halves = epilogue == Epilogue::ActForward &&
-                        (getActivation() == Activation::SwiGLU ||
-                         getActivation() == Activation::GeGLU) &&
-                        getGateUp() == GateUpLayout::Concatenated && tile[1] % 128 == 0 &&
-                        (n / 2) % (tile[1] / 2) == 0;
+    const bool halves =
+        epilogue == Epilogue::ActForward &&
+        (getActivation() == Activation::SwiGLU || getActivation() == Activation::GeGLU) &&
+        getGateUp() == GateUpLayout::Concatenated && tile[1] % 128 == 0 &&
+        (n / 2) % (tile[1] / 2) == 0;
     if (getPath() != KernelPath::Hopper || getPingPong() || getStaggeredEpilogues() ||
         !(epilogue == Epilogue::Store || epilogue == Epilogue::ScaleRows || halves))
       return emitOpError("tma_stores needs path = hopper with cooperative consumers and a "

@@ -872,8 +872,8 @@ private:
     // pair, so lane L writes box row 16 w + 8 ((L / 8) % 2) + L % 8, 16-byte
     // column 2q + L / 16 of pair q.
     Value matrix = divu(lane, idx(8));
-    Value boxRow = add(add(mul(warpInGroup, idx(16)), mul(remu(matrix, idx(2)), idx(8))),
-                       remu(lane, idx(8)));
+    Value boxRow =
+        add(add(mul(warpInGroup, idx(16)), mul(remu(matrix, idx(2)), idx(8))), remu(lane, idx(8)));
     Value pairColumn = divu(matrix, idx(2));
     Value rowSwizzle = remu(boxRow, idx(kSwizzleRows));
     Value groupStaging =
@@ -935,10 +935,9 @@ private:
           Value column = add(gateFirst, idx(box * kBlockColumns));
           storeBox(args.outputMap, args.c, cfg.cColumns, column,
                    [&](int64_t j, int64_t h, int64_t e) { return fragment(8 * box + j, h, e); });
-          storeBox(args.outputMap, args.c, cfg.cColumns, add(column, idx(cfg.n / 2)),
-                   [&](int64_t j, int64_t h, int64_t e) {
-                     return fragment(half + 8 * box + j, h, e);
-                   });
+          storeBox(
+              args.outputMap, args.c, cfg.cColumns, add(column, idx(cfg.n / 2)),
+              [&](int64_t j, int64_t h, int64_t e) { return fragment(half + 8 * box + j, h, e); });
         }
       });
       for (int64_t box = 0; box < boxesPerTile / 2; ++box)
@@ -955,18 +954,19 @@ private:
     Value scales[2];
     if (cfg.epilogue == moe::Epilogue::ScaleRows)
       for (int64_t h = 0; h < 2; ++h) {
-        Value row = add(add(tile.rowBegin, mul(consumerWarp, idx(16))),
-                        add(idx(8 * h), fragmentRow()));
+        Value row =
+            add(add(tile.rowBegin, mul(consumerWarp, idx(16))), add(idx(8 * h), fragmentRow()));
         scales[h] = loadRowScale(row, lt(row, tile.rowEnd));
       }
     Value first = mul(tile.nTile, idx(cfg.tileN));
     for (int64_t box = 0; box < boxesPerTile; ++box) {
       Value column = add(first, idx(box * kBlockColumns));
       auto store = [&] {
-        storeBox(args.outputMap, args.c, cfg.cColumns, column, [&](int64_t j, int64_t h, int64_t e) {
-          Value v = fragment(8 * box + j, h, e);
-          return scales[h] ? fmul(scales[h], v) : v;
-        });
+        storeBox(args.outputMap, args.c, cfg.cColumns, column,
+                 [&](int64_t j, int64_t h, int64_t e) {
+                   Value v = fragment(8 * box + j, h, e);
+                   return scales[h] ? fmul(scales[h], v) : v;
+                 });
       };
       if (cfg.n % cfg.tileN == 0)
         store();
@@ -979,8 +979,8 @@ private:
   // rowEnd) and the columns inside the output (`columns` wide) go to
   // `output` from 16-byte chunks of the buffer: thread t of the warpgroup
   // takes chunks t, t + 128, ... (eight per 128-byte row, swizzled).
-  void copyBoxRows(const CtaTile &tile, Value groupRow, Value buffer, Value output,
-                   int64_t columns, Value column) {
+  void copyBoxRows(const CtaTile &tile, Value groupRow, Value buffer, Value output, int64_t columns,
+                   Value column) {
     Value thread = remu(threadId, idx(kWarpgroupThreads));
     const int64_t chunks = kWgmmaM * kChunksPerRow;
     for (int64_t i = 0; i < chunks / kWarpgroupThreads; ++i) {
@@ -990,9 +990,9 @@ private:
       Value outRow = add(groupRow, row);
       Value outColumn = add(column, mul(chunk, idx(cfg.chunkElements())));
       when(land(lt(outRow, tile.rowEnd), lt(outColumn, idx(columns))), [&] {
-        Value offset = add(buffer, add(mul(row, idx(kRowBytes)),
-                                       mul(xori(chunk, remu(row, idx(kSwizzleRows))),
-                                           idx(kChunkBytes))));
+        Value offset =
+            add(buffer, add(mul(row, idx(kRowBytes)),
+                            mul(xori(chunk, remu(row, idx(kSwizzleRows))), idx(kChunkBytes))));
         auto wordsType = VectorType::get({4}, b.getI32Type());
         Value words = LLVM::LoadOp::create(b, wordsType, sharedPointer(offset), /*alignment=*/16);
         Value elements = vector::BitCastOp::create(
@@ -1014,9 +1014,9 @@ private:
   // A pointer into the CTA's shared window at `offset` bytes from the
   // aligned base.
   Value sharedPointer(Value offset) {
-    return LLVM::IntToPtrOp::create(
-        b, LLVM::LLVMPointerType::get(b.getContext(), kSharedAddressSpace),
-        add(sharedAddress, toI64(offset)));
+    return LLVM::IntToPtrOp::create(b,
+                                    LLVM::LLVMPointerType::get(b.getContext(), kSharedAddressSpace),
+                                    add(sharedAddress, toI64(offset)));
   }
   static constexpr int64_t kWarpsPerGroup = kWarpgroupThreads / kWarpSize;
   // Staging of the TMA stores: two 64-row x 128-byte buffers per consumer

@@ -47,22 +47,14 @@ void buildKernel(moe::GroupedGemmOp op, gpu::GPUModuleOp kernels, int64_t thread
   Type auxOut =
       op.getEpilogue() == moe::Epilogue::DActivation ? Type(Float32Type::get(ctx)) : element;
   Type i32 = IntegerType::get(ctx, 32);
-  SmallVector<Type> params = {buffer(element),
-                              buffer(element),
-                              buffer(element),
-                              buffer(element),
-                              buffer(auxOut),
-                              buffer(i32),
-                              buffer(i32),
-                              buffer(Float32Type::get(ctx)),
-                              i32,
+  SmallVector<Type> params = {buffer(element), buffer(element), buffer(element), buffer(element),
+                              buffer(auxOut), buffer(i32), buffer(i32),
+                              buffer(Float32Type::get(ctx)), i32,
                               // The tensor maps of B, A, C and aux_out;
                               // moe-extern-dynamic-shared-memory makes them
                               // by-value grid constants.
-                              LLVM::LLVMPointerType::get(ctx),
-                              LLVM::LLVMPointerType::get(ctx),
-                              LLVM::LLVMPointerType::get(ctx),
-                              LLVM::LLVMPointerType::get(ctx)};
+                              LLVM::LLVMPointerType::get(ctx), LLVM::LLVMPointerType::get(ctx),
+                              LLVM::LLVMPointerType::get(ctx), LLVM::LLVMPointerType::get(ctx)};
   assert(params.size() == static_cast<size_t>(KernelArg::Count));
   OpBuilder moduleBuilder = OpBuilder::atBlockEnd(kernels.getBody());
   auto func = gpu::GPUFuncOp::create(moduleBuilder, op.getLoc(), op.getSymName(),
@@ -84,8 +76,8 @@ void buildKernel(moe::GroupedGemmOp op, gpu::GPUModuleOp kernels, int64_t thread
   emitBody(builder, KernelParams{entry.getArgument(0), entry.getArgument(1), entry.getArgument(2),
                                  entry.getArgument(3), entry.getArgument(4), entry.getArgument(5),
                                  entry.getArgument(6), entry.getArgument(7), entry.getArgument(8),
-                                 entry.getArgument(9), entry.getArgument(10),
-                                 entry.getArgument(11), entry.getArgument(12)});
+                                 entry.getArgument(9), entry.getArgument(10), entry.getArgument(11),
+                                 entry.getArgument(12)});
   gpu::ReturnOp::create(builder);
 }
 

@@ -221,7 +221,8 @@ private:
       // unpadded swizzled rows, the portable ones padded.
       const GemmProblem problem = makeGemmProblem(layer, gemm);
       const bool hopper = selectKernelPath(problem, target_) == KernelPath::Hopper;
-      const int64_t bytes = hopper ? hopperSharedBytes(problem, target_) : pipelineSharedBytes(problem);
+      const int64_t bytes =
+          hopper ? hopperSharedBytes(problem, target_) : pipelineSharedBytes(problem);
       // The portable path's warps (at most 8) keep their C tile in registers.
       if (!hopper) {
         const WarpLayout warps = portableWarpLayout(schedule);

@@ -113,8 +113,9 @@ int64_t hopperStagingBytes(const GemmProblem &problem) {
 }
 
 bool hopperTmaStores(const GemmProblem &problem, const Target &target) {
-  return tmaStoreEpilogue(problem) && hopperBaseSharedBytes(problem) + hopperStagingBytes(problem) <=
-                                          target.maxSharedBytesPerBlock;
+  return tmaStoreEpilogue(problem) &&
+         hopperBaseSharedBytes(problem) + hopperStagingBytes(problem) <=
+             target.maxSharedBytesPerBlock;
 }
 
 int64_t hopperSharedBytes(const GemmProblem &problem, const Target &target) {
@@ -128,12 +129,11 @@ KernelPath selectKernelPath(const GemmProblem &problem, const Target &target) {
   // [K][M]) stay portable. A stage row is one 128-byte swizzle row, so
   // tile.k is 128 bytes; B blocks are 64 columns wide; the pipeline keeps
   // one stage for the copies in flight and one for the wgmma in flight.
-  const bool fits =
-      problem.varlen == Varlen::M && problem.aKContiguous &&
-      (s.tile.m == kWgmmaM || s.tile.m == 2 * kWgmmaM) &&
-      s.tile.k * dtypeBytes(problem.dtype) == HopperTileLayout::kRowBytes &&
-      s.tile.n % 64 == 0 && s.tile.n <= kWgmmaMaxN && s.stages >= 3 &&
-      hopperBaseSharedBytes(problem) <= target.maxSharedBytesPerBlock;
+  const bool fits = problem.varlen == Varlen::M && problem.aKContiguous &&
+                    (s.tile.m == kWgmmaM || s.tile.m == 2 * kWgmmaM) &&
+                    s.tile.k * dtypeBytes(problem.dtype) == HopperTileLayout::kRowBytes &&
+                    s.tile.n % 64 == 0 && s.tile.n <= kWgmmaMaxN && s.stages >= 3 &&
+                    hopperBaseSharedBytes(problem) <= target.maxSharedBytesPerBlock;
   return target.hasWgmma() && fits ? KernelPath::Hopper : KernelPath::Portable;
 }
 

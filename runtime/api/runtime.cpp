@@ -309,10 +309,19 @@ void GroupedGemm::launch(const GemmArgs &args, void *stream) const {
   mapped.totalRows = totalRows;
   gemm.weightMap.set(gemm.function.driver(), gemm.problem, gemm.target, mapped);
   setLaunchMaps(gemm.function.driver(), gemm.problem, gemm.target, mapped);
-  void *params[] = {&a,      &b,     &c,         &auxIn,
-                    &auxOut, &offsets, &gather, &scale,
-                    &totalRows, &mapped.weightMap, &mapped.activationMap,
-                    &mapped.outputMap, &mapped.auxMap};
+  void *params[] = {&a,
+                    &b,
+                    &c,
+                    &auxIn,
+                    &auxOut,
+                    &offsets,
+                    &gather,
+                    &scale,
+                    &totalRows,
+                    &mapped.weightMap,
+                    &mapped.activationMap,
+                    &mapped.outputMap,
+                    &mapped.auxMap};
   static_assert(std::size(params) == static_cast<size_t>(KernelArg::Count));
   const CudaDriver &cu = gemm.function.driver();
   auto enqueue = [&] {

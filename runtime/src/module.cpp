@@ -210,13 +210,14 @@ void setOutputMap(const CudaDriver &cu, const GemmProblem &problem, KernelArgs &
   if (address == 0)
     return;
   const OutputMapShape shape = outputMapShape(problem, args.totalRows, aux);
-  const CUresult result =
-      encodeStageMap<2>(cu, map, problem.dtype, address, shape.dims, {shape.strideBytes}, shape.box);
+  const CUresult result = encodeStageMap<2>(cu, map, problem.dtype, address, shape.dims,
+                                            {shape.strideBytes}, shape.box);
   if (result != CUDA_SUCCESS)
     throw Error("cuTensorMapEncodeTiled for the " + std::string(aux ? "aux_out" : "C") +
                     " output of '" + problem.kernelName + "' (at 0x" +
                     fmt::format("{:x}", address) + ", " + std::to_string(args.totalRows) +
-                    " rows of " + std::to_string(shape.dims[0]) + ") failed: " + cu.describe(result),
+                    " rows of " + std::to_string(shape.dims[0]) +
+                    ") failed: " + cu.describe(result),
                 ErrorKind::CudaCall);
 }
 
@@ -275,10 +276,19 @@ void launchKernel(Function &function, const LaunchShape &shape, const KernelArgs
   // Pointer slots are passed as 64-bit values; CUdeviceptr is exactly that.
   static_assert(sizeof(CUdeviceptr) == sizeof(void *));
   KernelArgs values = args;
-  void *params[] = {&values.a,         &values.b,        &values.c,      &values.auxIn,
-                    &values.auxOut,    &values.offsets,  &values.gather, &values.scale,
-                    &values.totalRows, &values.weightMap, &values.activationMap,
-                    &values.outputMap, &values.auxMap};
+  void *params[] = {&values.a,
+                    &values.b,
+                    &values.c,
+                    &values.auxIn,
+                    &values.auxOut,
+                    &values.offsets,
+                    &values.gather,
+                    &values.scale,
+                    &values.totalRows,
+                    &values.weightMap,
+                    &values.activationMap,
+                    &values.outputMap,
+                    &values.auxMap};
   static_assert(std::size(params) == static_cast<size_t>(KernelArg::Count));
   const CudaDriver &cu = function.driver();
   CUresult result = cu.cuLaunchKernel.fn(function.handle(), grid[0], grid[1], grid[2],

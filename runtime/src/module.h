@@ -96,7 +96,7 @@ void setWeightMap(const CudaDriver &cu, const GemmProblem &problem, const Target
 // it); zeros for the others. Host-side encodes, no driver round trip.
 // Throws Error when the driver rejects one.
 void setLaunchMaps(const CudaDriver &cu, const GemmProblem &problem, const Target &target,
-                      KernelArgs &args);
+                   KernelArgs &args);
 
 // setWeightMap for one kernel, encoding again only when B moved: launches
 // are a hot path and a layer's weights rarely move. Thread-safe; movable.

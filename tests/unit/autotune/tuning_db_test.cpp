@@ -195,7 +195,8 @@ TEST_F(TuningDbFile, MalformedFilesAreLocatedErrors) {
        "\"schedule\" is not an object"},
       {"unknown objective",
        R"({"format": 1, "entries": [{"key": "k", "gemm": "up_proj", "problem": {}, "arch": "sm_90a", "sm_count": 132, )" +
-           schedule + R"(, "tflops": 1, "default_tflops": 1, "tokens": 1, "routing": "u", "device": "d", "moejit_version": "v", "layer": "l", "objective": "speed"}]})",
+           schedule +
+           R"(, "tflops": 1, "default_tflops": 1, "tokens": 1, "routing": "u", "device": "d", "moejit_version": "v", "layer": "l", "objective": "speed"}]})",
        "\"objective\" = \"speed\""},
       {"tflops a string",
        R"({"format": 1, "entries": [{"key": "k", "gemm": "up_proj", "problem": {}, "arch": "sm_90a", "sm_count": 132, )" +

@@ -193,8 +193,7 @@ TEST(OutputTma, FullTilesOfPlainScaledAndGatedStoresGoByTma) {
   gated.cColumns = 1536;
   gated.auxColumns = 768;
   EXPECT_TRUE(usesOutputTma(gated, sm90a));
-  EXPECT_EQ(outputMapShape(gated, 100, /*aux=*/true).dims,
-            (std::array<uint64_t, 2>{768, 100}));
+  EXPECT_EQ(outputMapShape(gated, 100, /*aux=*/true).dims, (std::array<uint64_t, 2>{768, 100}));
   gated.n = gated.cColumns = 2880; // 1440 is not a multiple of 128
   EXPECT_FALSE(usesOutputTma(gated, sm90a));
   gated.n = gated.cColumns = 1536;
